@@ -1,0 +1,1 @@
+//! Listeners: accept loops per protocol.

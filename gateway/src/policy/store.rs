@@ -1,0 +1,1 @@
+//! The policy in force: loaded from the policy directory, swapped atomically on change.

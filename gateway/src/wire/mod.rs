@@ -1,0 +1,3 @@
+//! Pure parsers of untrusted bytes and strings. Nothing here does I/O.
+
+pub mod host;

@@ -1,1 +1,346 @@
-//! (in progress)
+//! Wiring and lifecycle: build the parts from the bootstrap config, start the listeners
+//! and the admin API, follow policy changes, and drain on shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::{AuditFormat, AuditSink, AuditTarget, Auditor, FormatError, Recording};
+use crate::config::{Config, DEFAULT_POLICY};
+use crate::egress::Egress;
+use crate::listen::{self, Context, ListenError};
+use crate::metrics::Metrics;
+use crate::policy::store::{PolicyStore, PolicyWatcher};
+use crate::policy::PolicyErrors;
+use crate::resolve::{ResolveError, Resolver};
+use crate::upstream::Pool;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy directory could not be created or seeded.
+    #[error("policy directory {path}: {source}")]
+    PolicyDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy set is invalid.
+    #[error("invalid policy:\n{0}")]
+    Policy(#[from] PolicyErrors),
+    /// A listener could not be bound.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The audit format does not parse.
+    #[error("audit.format: {0}")]
+    AuditFormat(#[from] FormatError),
+    /// The audit log cannot be opened.
+    #[error("audit.path {path}: {source}")]
+    AuditLog {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The resolver could not be configured.
+    #[error("dns: {0}")]
+    Dns(#[from] ResolveError),
+    /// The admin address could not be bound.
+    #[error("admin.address {addr}: cannot bind: {source}")]
+    Admin {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The policy directory cannot be watched.
+    #[error("cannot watch the policy directory: {0}")]
+    Watch(#[from] notify::Error),
+    /// Metrics could not be registered.
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    ctx: Arc<Context>,
+    store: Arc<PolicyStore>,
+    sink: Arc<AuditSink>,
+    listeners: BTreeMap<String, SocketAddr>,
+    admin_addr: SocketAddr,
+    accepting: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    ready: Arc<AtomicBool>,
+    drain_timeout: Duration,
+    audit_path: String,
+    _watcher: PolicyWatcher,
+}
+
+struct AdminControl {
+    ready: Arc<AtomicBool>,
+    metrics: Metrics,
+}
+
+impl egress_admin::Control for AdminControl {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+}
+
+/// Creates the policy directory with the embedded default policy when it is missing.
+fn seed_policy_dir(dir: &Path) -> Result<(), StartError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let fail = |source| StartError::PolicyDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    std::fs::write(dir.join("default.yaml"), DEFAULT_POLICY).map_err(fail)?;
+    tracing::info!(dir = %dir.display(), "created the policy directory with the default policy");
+    Ok(())
+}
+
+fn audit_targets(config: &Config) -> Vec<AuditTarget> {
+    let mut targets = Vec::new();
+    if config.audit.path == "-" {
+        targets.push(AuditTarget::Stdout);
+    } else {
+        targets.push(AuditTarget::File(config.audit.path.clone().into()));
+        if config.audit.stdout {
+            targets.push(AuditTarget::Stdout);
+        }
+    }
+    targets
+}
+
+/// Builds every part and starts serving.
+///
+/// Fails when the policy is invalid, a port is taken, or the audit log cannot be opened;
+/// the error names the file, line, port or path.
+pub async fn start(config: Config) -> Result<Gateway, StartError> {
+    seed_policy_dir(&config.policies)?;
+    let store = PolicyStore::open(config.policies.clone())?;
+    let format = AuditFormat::parse(&config.audit.format)?;
+    let sink = Arc::new(
+        AuditSink::open(audit_targets(&config), config.audit.buffer_lines).map_err(|source| {
+            StartError::AuditLog {
+                path: config.audit.path.clone(),
+                source,
+            }
+        })?,
+    );
+    let metrics = Metrics::new(prometheus::Registry::new())?;
+    metrics.register_audit(Arc::clone(&sink))?;
+    metrics.policy_version.set(i64::try_from(store.version()).unwrap_or(i64::MAX));
+    let resolver = Resolver::new(&config.dns.servers)?;
+    let ctx = Arc::new(Context {
+        egress: Egress {
+            store: Arc::clone(&store),
+            resolver,
+            pool: Pool::new(),
+            metrics: metrics.clone(),
+        },
+        recording: Arc::new(Recording {
+            auditor: Auditor::new(format, Arc::clone(&sink)),
+            metrics: metrics.clone(),
+        }),
+        limits: config.limits.clone(),
+        drain: CancellationToken::new(),
+        tasks: TaskTracker::new(),
+    });
+
+    let policy = store.current();
+    let mut bound = Vec::new();
+    for spec in policy.listeners() {
+        let listener = listen::bind(spec, config.listen_override).await?;
+        bound.push((spec.clone(), listener));
+    }
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
+        .await
+        .map_err(|source| StartError::Admin {
+            addr: config.admin.address,
+            source,
+        })?;
+    let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.address);
+    let watcher = store.watch()?;
+
+    let mut listeners = BTreeMap::new();
+    let mut accepting = Vec::new();
+    for (spec, listener) in bound {
+        let addr = listener
+            .local_addr()
+            .unwrap_or(SocketAddr::new(spec.address, spec.port));
+        listeners.insert(spec.name.clone(), addr);
+        accepting.push(listen::spawn(Arc::clone(&ctx), spec, listener));
+    }
+    if listeners.is_empty() {
+        tracing::warn!("the policy declares no listener: nothing will be served");
+    }
+
+    let ready = Arc::new(AtomicBool::new(true));
+    let control = Arc::new(AdminControl {
+        ready: Arc::clone(&ready),
+        metrics: metrics.clone(),
+    });
+    let admin = egress_admin::router(control);
+    let admin_drain = ctx.drain.clone();
+    let background = vec![
+        tokio::spawn(async move {
+            let served = axum::serve(admin_listener, admin)
+                .with_graceful_shutdown(async move { admin_drain.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }),
+        tokio::spawn(follow_policy(Arc::clone(&store), metrics.clone(), listeners.clone())),
+        tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
+    ];
+
+    Ok(Gateway {
+        ctx,
+        store,
+        sink,
+        listeners,
+        admin_addr,
+        accepting,
+        background,
+        ready,
+        drain_timeout: config.drain_timeout,
+        audit_path: config.audit.path.clone(),
+        _watcher: watcher,
+    })
+}
+
+/// Keeps the version gauge current and says when a change needs a restart.
+async fn follow_policy(store: Arc<PolicyStore>, metrics: Metrics, bound: BTreeMap<String, SocketAddr>) {
+    let mut versions = store.subscribe();
+    while versions.changed().await.is_ok() {
+        let version = *versions.borrow_and_update();
+        metrics.policy_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+        metrics.policy_reloads.with_label_values(&["applied"]).inc();
+        let policy = store.current();
+        let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
+        let running: Vec<&str> = bound.keys().map(String::as_str).collect();
+        if declared != running {
+            tracing::warn!(
+                ?declared,
+                ?running,
+                "listener changes take effect at the next restart; rule changes apply now"
+            );
+        }
+    }
+}
+
+async fn purge_pool(pool: Arc<Pool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(15));
+    loop {
+        tick.tick().await;
+        pool.purge();
+    }
+}
+
+impl Gateway {
+    /// The address a listener is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.get(name).copied()
+    }
+
+    /// Every bound listener.
+    pub fn listeners(&self) -> &BTreeMap<String, SocketAddr> {
+        &self.listeners
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The policy store.
+    pub fn store(&self) -> &Arc<PolicyStore> {
+        &self.store
+    }
+
+    /// The audit writer.
+    pub fn audit_sink(&self) -> &Arc<AuditSink> {
+        &self.sink
+    }
+
+    /// A one-line summary for people: where it listens and logs.
+    pub fn describe(&self) -> String {
+        let listeners: Vec<String> = self
+            .listeners
+            .iter()
+            .map(|(name, addr)| format!("{name} on {addr}"))
+            .collect();
+        format!(
+            "listening: {}; admin on {}; audit log: {}; policy: {} (version {})",
+            if listeners.is_empty() { "nothing".to_owned() } else { listeners.join(", ") },
+            self.admin_addr,
+            if self.audit_path == "-" { "stdout" } else { &self.audit_path },
+            self.store.dir().display(),
+            self.store.version(),
+        )
+    }
+
+    /// Serves until SIGTERM or SIGINT, reopening the audit log on SIGHUP, then drains.
+    ///
+    /// Fails only when signal handlers cannot be installed.
+    pub async fn run_until_signalled(self) -> std::io::Result<bool> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reopening the audit log");
+                    self.sink.reopen();
+                }
+            }
+        }
+        Ok(self.shutdown().await)
+    }
+
+    /// Drains: readiness turns false, listeners stop accepting, work in flight finishes
+    /// up to the drain timeout, the audit log is flushed. Returns whether everything in
+    /// flight finished in time.
+    pub async fn shutdown(self) -> bool {
+        self.ready.store(false, Ordering::Release);
+        tracing::info!(timeout = ?self.drain_timeout, "draining");
+        self.ctx.drain.cancel();
+        for task in &self.accepting {
+            task.abort();
+        }
+        self.ctx.tasks.close();
+        let drained = tokio::time::timeout(self.drain_timeout, self.ctx.tasks.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!("drain timeout passed with work still in flight");
+        }
+        for task in &self.background {
+            task.abort();
+        }
+        let sink = Arc::clone(&self.sink);
+        let _ = tokio::task::spawn_blocking(move || sink.close(Duration::from_secs(5))).await;
+        drained
+    }
+}

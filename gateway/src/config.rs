@@ -1,1 +1,287 @@
-//! (in progress)
+//! The bootstrap configuration: `--config gateway.yaml`, every key also a flag.
+//!
+//! Everything is optional; a gateway started with no file and no flag serves the policy
+//! directory `./policies` (created with the embedded default policy when missing),
+//! writes its audit log to `./audit.log` and its admin API to 127.0.0.1:15000.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The embedded default policy, written to an empty policy directory at first start.
+pub const DEFAULT_POLICY: &str = include_str!("../../policies/default.yaml");
+
+/// The bootstrap configuration after defaults are applied.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The policy directory (the file store), watched for changes.
+    pub policies: PathBuf,
+    /// The admin API.
+    pub admin: AdminConfig,
+    /// The audit log.
+    pub audit: AuditConfig,
+    /// Name resolution.
+    pub dns: DnsConfig,
+    /// Limits on what clients may send.
+    pub limits: LimitsConfig,
+    /// How long SIGTERM waits for work in flight.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_timeout: Duration,
+    /// The gateway's own logs.
+    pub log: LogConfig,
+    /// Bind every listener on this address with an ephemeral port instead of what the
+    /// policy declares: how tests run many gateways side by side.
+    #[serde(skip)]
+    pub listen_override: Option<std::net::IpAddr>,
+}
+
+/// `admin:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Where the admin API listens.
+    pub address: SocketAddr,
+    /// Bearer tokens, one per line, optionally `name:token`.
+    pub token_file: Option<PathBuf>,
+}
+
+/// `audit:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// A file, or `-` for standard output.
+    pub path: String,
+    /// `istio`, `envoy`, `json`, or a format string of Envoy command operators.
+    pub format: String,
+    /// Also write every line to standard output (when `path` is a file).
+    pub stdout: bool,
+    /// Lines queued for the writer before new ones are dropped (and counted).
+    pub buffer_lines: usize,
+    /// Long tunnels write an interim line this often.
+    #[serde(with = "humantime_serde_compat")]
+    pub flush_interval: Duration,
+}
+
+/// `dns:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers (UDP, with TCP fallback); empty = the system's configuration.
+    pub servers: Vec<SocketAddr>,
+}
+
+/// `limits:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// A client must send its whole request head within this time.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
+}
+
+/// `log:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+}
+
+/// The gateway's own log format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policies: PathBuf::from("policies"),
+            admin: AdminConfig::default(),
+            audit: AuditConfig::default(),
+            dns: DnsConfig::default(),
+            limits: LimitsConfig::default(),
+            drain_timeout: Duration::from_secs(30),
+            log: LogConfig::default(),
+            listen_override: None,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            address: SocketAddr::from(([127, 0, 0, 1], 15000)),
+            token_file: None,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            path: "audit.log".to_owned(),
+            format: "istio".to_owned(),
+            stdout: false,
+            buffer_lines: 65_536,
+            flush_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A bootstrap configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a valid configuration.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads a configuration file.
+    ///
+    /// Fails when the file cannot be read, is not YAML, has unknown keys or bad values.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses a configuration from YAML text; `path` is only used in errors.
+    ///
+    /// Fails on invalid YAML, unknown keys or bad values.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let config: Config = serde_yaml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            line: e.location().map_or(0, |l| l.line()),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that serde cannot.
+    ///
+    /// Fails naming the key and the limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.max_header_bytes < 8192 {
+            return Err(ConfigError::Invalid(format!(
+                "limits.max_header_bytes: {} is below the minimum of 8192",
+                self.limits.max_header_bytes
+            )));
+        }
+        if self.audit.buffer_lines == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.buffer_lines: must be at least 1".to_owned(),
+            ));
+        }
+        if self.audit.path.is_empty() {
+            return Err(ConfigError::Invalid(
+                "audit.path: empty; use \"-\" for standard output".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Durations written as `500ms`, `3s`, `1h` in the bootstrap file.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!("{text:?} is not a duration like 500ms, 3s, 1h: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_yaml("", Path::new("g.yaml")).unwrap();
+        assert_eq!(c.policies, PathBuf::from("policies"));
+        assert_eq!(c.admin.address.to_string(), "127.0.0.1:15000");
+        assert_eq!(c.audit.format, "istio");
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let text = r#"
+policies: ./policies
+admin: {address: "127.0.0.1:15000", token_file: ./admin.token}
+audit: {path: ./audit.log, format: istio}
+dns: {servers: ["127.0.0.1:5353"]}
+drain_timeout: 30s
+"#;
+        let c = Config::from_yaml(text, Path::new("g.yaml")).unwrap();
+        assert_eq!(c.dns.servers, vec!["127.0.0.1:5353".parse().unwrap()]);
+        assert_eq!(c.audit.path, "./audit.log");
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let err = Config::from_yaml("policies: x\nadmn: {}\n", Path::new("g.yaml")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("g.yaml:2:"), "{text}");
+        assert!(text.contains("admn"), "{text}");
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let err = Config::from_yaml("drain_timeout: soon\n", Path::new("g.yaml")).unwrap_err();
+        assert!(err.to_string().contains("\"soon\" is not a duration"), "{err}");
+    }
+}

@@ -1,1 +1,228 @@
-//! (in progress)
+//! One error type for the request path, and the one place that says what each failure
+//! means to the client and to the audit line: status code, Envoy response flag, details.
+//!
+//! Each variant names its side, as Envoy's flags do: the downstream client (DPE, DC),
+//! policy (403), name resolution (DF), or the upstream (UF, UT, UC).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::audit::ResponseFlags;
+use crate::guard::AddressClass;
+
+/// Why a request or connection was not served by the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum EgressError {
+    /// The request itself is unusable (no Host, ambiguous destination, smuggling shape).
+    #[error("bad request: {reason}")]
+    BadRequest {
+        /// Shown to the client and in the details, snake_case.
+        reason: &'static str,
+        /// A sentence for the client.
+        message: String,
+    },
+    /// Policy refused the destination.
+    #[error("egress to {destination} denied: {why}")]
+    Denied {
+        /// `host:port`.
+        destination: String,
+        /// The deny rule, or `None` when no rule allowed it and the mode denied.
+        rule: Option<String>,
+        /// A sentence: which rule, or that none allows it.
+        why: String,
+    },
+    /// Every resolved address is private, loopback, link-local, ... and the rule does
+    /// not allow that.
+    #[error("egress to {destination} refused: it resolves to a {} address ({addr}) and allow_private is off", class.as_str())]
+    AddressRefused {
+        /// `host:port`.
+        destination: String,
+        /// The first refused address.
+        addr: std::net::IpAddr,
+        /// Its class.
+        class: AddressClass,
+    },
+    /// The name did not resolve.
+    #[error("cannot resolve {host}: {reason}")]
+    Dns {
+        /// The name.
+        host: String,
+        /// nxdomain, no_records, timeout, or the resolver's error.
+        reason: String,
+    },
+    /// No upstream connection could be made.
+    #[error("connect to {addr} failed: {reason}")]
+    Connect {
+        /// The last address tried.
+        addr: SocketAddr,
+        /// refused, timeout, ...
+        reason: String,
+    },
+    /// The connect timeout passed.
+    #[error("connect to {addr} timed out after {}", humantime::format_duration(*timeout))]
+    ConnectTimeout {
+        /// The address tried last.
+        addr: SocketAddr,
+        /// The rule's connect_timeout.
+        timeout: Duration,
+    },
+    /// The route's request_timeout passed before the response completed.
+    #[error("upstream {addr} did not answer within {}", humantime::format_duration(*timeout))]
+    UpstreamTimeout {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The rule's request_timeout.
+        timeout: Duration,
+    },
+    /// The upstream closed or reset the connection before a response.
+    #[error("upstream {addr} closed the connection: {reason}")]
+    UpstreamReset {
+        /// The upstream.
+        addr: SocketAddr,
+        /// What hyper saw.
+        reason: String,
+    },
+    /// The upstream answered with something that is not HTTP.
+    #[error("upstream {addr} sent an invalid response: {reason}")]
+    UpstreamProtocol {
+        /// The upstream.
+        addr: SocketAddr,
+        /// What hyper saw.
+        reason: String,
+    },
+    /// A local limit refused the work.
+    #[error("overloaded: {0}")]
+    Overflow(String),
+}
+
+impl EgressError {
+    /// The status code the client gets.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EgressError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            EgressError::Denied { .. } | EgressError::AddressRefused { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            EgressError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            EgressError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            EgressError::Dns { .. }
+            | EgressError::Connect { .. }
+            | EgressError::ConnectTimeout { .. }
+            | EgressError::UpstreamReset { .. }
+            | EgressError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The Envoy response flag of the audit line.
+    pub fn flags(&self) -> ResponseFlags {
+        match self {
+            EgressError::BadRequest { .. } => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            EgressError::Denied { .. } | EgressError::AddressRefused { .. } => {
+                ResponseFlags::NONE
+            }
+            EgressError::Dns { .. } => ResponseFlags::DNS_RESOLUTION_FAILED,
+            EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+            }
+            EgressError::UpstreamTimeout { .. } => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            EgressError::UpstreamReset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            EgressError::UpstreamProtocol { .. } => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            EgressError::Overflow(_) => ResponseFlags::UPSTREAM_OVERFLOW,
+        }
+    }
+
+    /// RESPONSE_CODE_DETAILS: Envoy's words where Envoy has them, snake_case ours where
+    /// not (listed in the README).
+    pub fn details(&self) -> String {
+        match self {
+            EgressError::BadRequest { reason, .. } => (*reason).to_owned(),
+            EgressError::Denied { rule, .. } => denial_details(rule.as_deref()),
+            EgressError::AddressRefused { class, .. } => {
+                format!("destination_address_refused{{{}}}", class.as_str())
+            }
+            EgressError::Dns { .. } => "dns_resolution_failure".to_owned(),
+            EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
+                "upstream_reset_before_response_started{connection_failure}".to_owned()
+            }
+            EgressError::UpstreamTimeout { .. } => "response_timeout".to_owned(),
+            EgressError::UpstreamReset { .. } => {
+                "upstream_reset_before_response_started{connection_termination}".to_owned()
+            }
+            EgressError::UpstreamProtocol { .. } => {
+                "upstream_reset_before_response_started{protocol_error}".to_owned()
+            }
+            EgressError::Overflow(_) => "overflow".to_owned(),
+        }
+    }
+
+    /// UPSTREAM_TRANSPORT_FAILURE_REASON, for failures of the upstream transport.
+    pub fn transport_failure(&self) -> Option<String> {
+        match self {
+            EgressError::Connect { reason, .. } => Some(reason.clone()),
+            EgressError::ConnectTimeout { .. } => Some("connect_timeout".to_owned()),
+            _ => None,
+        }
+    }
+
+    /// The upstream address involved, when one was tried.
+    pub fn upstream_addr(&self) -> Option<SocketAddr> {
+        match self {
+            EgressError::Connect { addr, .. }
+            | EgressError::ConnectTimeout { addr, .. }
+            | EgressError::UpstreamTimeout { addr, .. }
+            | EgressError::UpstreamReset { addr, .. }
+            | EgressError::UpstreamProtocol { addr, .. } => Some(*addr),
+            _ => None,
+        }
+    }
+}
+
+/// `rbac_access_denied_matched_policy[RULE]`, `[none]` when the mode denied.
+pub fn denial_details(rule: Option<&str>) -> String {
+    format!("rbac_access_denied_matched_policy[{}]", rule.unwrap_or("none"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn denial_is_403_without_flag_and_with_envoy_details() {
+        let e = EgressError::Denied {
+            destination: "evil.example:80".into(),
+            rule: None,
+            why: "no rule allows it".into(),
+        };
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(e.flags().is_empty());
+        assert_eq!(e.details(), "rbac_access_denied_matched_policy[none]");
+        assert_eq!(
+            e.to_string(),
+            "egress to evil.example:80 denied: no rule allows it"
+        );
+    }
+
+    #[test]
+    fn upstream_failures_map_to_envoy_flags() {
+        let addr: SocketAddr = "203.0.113.7:80".parse().unwrap();
+        let timeout = EgressError::UpstreamTimeout {
+            addr,
+            timeout: Duration::from_secs(3),
+        };
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(timeout.flags(), ResponseFlags::UPSTREAM_REQUEST_TIMEOUT);
+        assert_eq!(timeout.details(), "response_timeout");
+        assert_eq!(
+            timeout.to_string(),
+            "upstream 203.0.113.7:80 did not answer within 3s"
+        );
+        let refused = EgressError::Connect {
+            addr,
+            reason: "connection refused".into(),
+        };
+        assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(refused.flags(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+    }
+}

@@ -1,1 +1,137 @@
-fn main() {}
+//! `egress-gateway`: parse flags, load the bootstrap config, init logging, run, and map
+//! the outcome to an exit code.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use egress_gateway::config::{Config, LogFormat};
+
+/// An egress gateway: lets out of the mesh only what policy allows, and audits it.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Flags {
+    /// Bootstrap configuration file (YAML); flags override its keys.
+    #[arg(long, short = 'c', env = "EGRESS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Policy directory (every *.yaml in it; created with the default policy if missing).
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Admin API address.
+    #[arg(long)]
+    admin_address: Option<SocketAddr>,
+    /// Admin token file.
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
+    /// Audit log file, or - for standard output.
+    #[arg(long)]
+    audit_path: Option<String>,
+    /// Audit format: istio, envoy, json, or a format string of Envoy command operators.
+    #[arg(long)]
+    audit_format: Option<String>,
+    /// DNS server to ask (repeatable); default: the system's resolver configuration.
+    #[arg(long = "dns-server")]
+    dns_servers: Vec<SocketAddr>,
+    /// How long SIGTERM waits for work in flight (e.g. 30s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_timeout: Option<std::time::Duration>,
+    /// Format of the gateway's own logs (RUST_LOG sets the level).
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Check the policy directory and exit: 0 when valid, 1 with every error otherwise.
+    #[arg(long)]
+    check: bool,
+}
+
+fn config(flags: &Flags) -> Result<Config, String> {
+    let mut config = match &flags.config {
+        Some(path) => Config::from_file(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(v) = &flags.policies {
+        config.policies = v.clone();
+    }
+    if let Some(v) = flags.admin_address {
+        config.admin.address = v;
+    }
+    if let Some(v) = &flags.admin_token_file {
+        config.admin.token_file = Some(v.clone());
+    }
+    if let Some(v) = &flags.audit_path {
+        config.audit.path = v.clone();
+    }
+    if let Some(v) = &flags.audit_format {
+        config.audit.format = v.clone();
+    }
+    if !flags.dns_servers.is_empty() {
+        config.dns.servers = flags.dns_servers.clone();
+    }
+    if let Some(v) = flags.drain_timeout {
+        config.drain_timeout = v;
+    }
+    if let Some(v) = flags.log_format {
+        config.log.format = v;
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match config(&flags) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("egress-gateway: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logs(config.log.format);
+    if flags.check {
+        return match egress_gateway::policy::load_dir(&config.policies) {
+            Ok(policy) => {
+                println!("{}: valid ({} rules)", config.policies.display(), policy.rules().len());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("egress-gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let gateway = match egress_gateway::app::start(config).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                eprintln!("egress-gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("egress-gateway {}: {}", env!("CARGO_PKG_VERSION"), gateway.describe());
+        match gateway.run_until_signalled().await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(3),
+            Err(e) => {
+                eprintln!("egress-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -5,12 +5,14 @@
 //! [`sink`], which writes it off the data path.
 
 pub mod format;
+pub mod recorder;
 pub mod sink;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
 pub use format::{AuditFormat, FormatError};
+pub use recorder::{Recorder, Recording};
 pub use sink::{AuditSink, AuditTarget};
 
 /// Envoy's response flags, as a small set.
@@ -174,12 +176,12 @@ impl Default for AuditRecord {
 #[derive(Debug)]
 pub struct Auditor {
     format: AuditFormat,
-    sink: AuditSink,
+    sink: std::sync::Arc<AuditSink>,
 }
 
 impl Auditor {
     /// An auditor writing `format` lines to `sink`.
-    pub fn new(format: AuditFormat, sink: AuditSink) -> Self {
+    pub fn new(format: AuditFormat, sink: std::sync::Arc<AuditSink>) -> Self {
         Self { format, sink }
     }
 
@@ -192,7 +194,7 @@ impl Auditor {
     }
 
     /// The sink, for reopening, flushing and counters.
-    pub fn sink(&self) -> &AuditSink {
+    pub fn sink(&self) -> &std::sync::Arc<AuditSink> {
         &self.sink
     }
 }

@@ -1,0 +1,149 @@
+//! The one recording point of a request or connection: it writes the audit line and
+//! counts the metrics when finished, and also when dropped unfinished — hyper drops a
+//! request's future when the client leaves, and `Drop` always runs, so every request
+//! gets its line (flagged DC then).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{AuditRecord, Auditor, ResponseFlags};
+use crate::metrics::Metrics;
+
+/// Where finished records go: the audit log and the metrics.
+#[derive(Debug)]
+pub struct Recording {
+    /// Formats and writes lines.
+    pub auditor: Auditor,
+    /// Counts them.
+    pub metrics: Metrics,
+}
+
+/// An open record; finish it with [`Recorder::finish`], or drop it for a client that left.
+#[derive(Debug)]
+pub struct Recorder {
+    pending: Box<Pending>,
+    done: bool,
+}
+
+#[derive(Debug)]
+struct Pending {
+    record: AuditRecord,
+    started: Instant,
+    recording: Arc<Recording>,
+    listener: Arc<str>,
+    decision: &'static str,
+    bytes_received: Option<Arc<AtomicU64>>,
+    bytes_sent: Option<Arc<AtomicU64>>,
+}
+
+impl Recorder {
+    /// Starts a record for a request or connection on `listener`.
+    pub fn start(recording: Arc<Recording>, listener: Arc<str>) -> Self {
+        Self {
+            pending: Box::new(Pending {
+                record: AuditRecord::new(),
+                started: Instant::now(),
+                recording,
+                listener,
+                decision: "none",
+                bytes_received: None,
+                bytes_sent: None,
+            }),
+            done: false,
+        }
+    }
+
+    /// The record, to fill in as the request travels.
+    pub fn record(&mut self) -> &mut AuditRecord {
+        &mut self.pending.record
+    }
+
+    /// Sets the decision label counted in the metrics (`allow`, `deny`, `would_deny`).
+    pub fn set_decision(&mut self, label: &'static str) {
+        self.pending.decision = label;
+    }
+
+    /// Counters read at finish time for BYTES_RECEIVED and BYTES_SENT, for bodies and
+    /// tunnels that count as they stream.
+    pub fn count_bytes(&mut self, received: Option<Arc<AtomicU64>>, sent: Option<Arc<AtomicU64>>) {
+        self.pending.bytes_received = received;
+        self.pending.bytes_sent = sent;
+    }
+
+    /// The time since the record started.
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.pending.started.elapsed()
+    }
+
+    /// Writes the line and counts the metrics.
+    pub fn finish(mut self) {
+        self.write();
+    }
+
+    fn write(&mut self) {
+        if std::mem::replace(&mut self.done, true) {
+            return;
+        }
+        let p = &mut *self.pending;
+        let elapsed = p.started.elapsed();
+        p.record.duration = Some(elapsed);
+        if let Some(counter) = &p.bytes_received {
+            p.record.bytes_received = counter.load(Ordering::Relaxed);
+        }
+        if let Some(counter) = &p.bytes_sent {
+            p.record.bytes_sent = counter.load(Ordering::Relaxed);
+        }
+        p.recording.auditor.record(&p.record);
+        let metrics = &p.recording.metrics;
+        let mut flags = String::new();
+        flags_label(p.record.response_flags, &mut flags);
+        metrics.observe(
+            &p.listener,
+            p.decision,
+            p.record.route_name.as_deref().unwrap_or("none"),
+            p.record.response_code,
+            &flags,
+            elapsed.as_secs_f64(),
+        );
+        metrics
+            .bytes
+            .with_label_values(&[&p.listener, "received"])
+            .inc_by(p.record.bytes_received);
+        metrics
+            .bytes
+            .with_label_values(&[&p.listener, "sent"])
+            .inc_by(p.record.bytes_sent);
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.done {
+            let p = &mut self.pending;
+            p.record
+                .response_flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
+            if p.record.response_code_details.is_none() {
+                p.record.response_code_details = Some("downstream_remote_disconnect".to_owned());
+            }
+        }
+        self.write();
+    }
+}
+
+/// RESPONSE_FLAGS as Envoy prints them: short names joined by `,`, `-` for none.
+pub fn flags_label(flags: ResponseFlags, out: &mut String) {
+    if flags.is_empty() {
+        out.push('-');
+        return;
+    }
+    for (flag, short) in ResponseFlags::ALL {
+        if flags.contains(*flag) {
+            if !out.is_empty() {
+                out.push(',');
+            }
+            out.push_str(short);
+        }
+    }
+}

@@ -29,6 +29,19 @@ pub fn router(control: Arc<dyn Control>) -> Router {
         .with_state(control)
 }
 
+/// Serves the admin API on `listener` until `shutdown` resolves.
+///
+/// Fails when accepting fails for good.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<dyn Control>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(control))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 async fn healthz() -> &'static str {
     "ok\n"
 }

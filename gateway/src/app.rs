@@ -197,13 +197,11 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         ready: Arc::clone(&ready),
         metrics: metrics.clone(),
     });
-    let admin = egress_admin::router(control);
     let admin_drain = ctx.drain.clone();
     let background = vec![
         tokio::spawn(async move {
-            let served = axum::serve(admin_listener, admin)
-                .with_graceful_shutdown(async move { admin_drain.cancelled().await })
-                .await;
+            let shutdown = async move { admin_drain.cancelled().await };
+            let served = egress_admin::serve(admin_listener, control, shutdown).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "admin API stopped");
             }

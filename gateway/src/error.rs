@@ -35,7 +35,7 @@ pub enum EgressError {
     },
     /// Every resolved address is private, loopback, link-local, ... and the rule does
     /// not allow that.
-    #[error("egress to {destination} refused: it resolves to a {} address ({addr}) and allow_private is off", class.as_str())]
+    #[error("egress to {destination} refused: it resolves to {addr}, a {} address", class.as_str())]
     AddressRefused {
         /// `host:port`.
         destination: String,

@@ -1,6 +1,7 @@
 //! Bodies on the HTTP path: the request body counted on its way upstream, and the
 //! response body that carries the request's audit record to its last byte.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

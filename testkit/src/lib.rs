@@ -1,2 +1,39 @@
 //! Test and load helpers for egress-gateway: stub upstreams, a DNS server for tests,
 //! certificates made at run time. Depends on no workspace crate.
+//!
+//! Everything here binds real sockets on loopback, on port 0, so tests run in parallel
+//! without fixed ports. Servers stop when their handle is dropped.
+//!
+//! - [`upstream`]: [`StubUpstream`] (HTTP/1.1 and h2c echo, status, delay, reset, bytes,
+//!   stream routes, recording what reached it), [`BlackholeUpstream`], [`ClosedPort`].
+//! - [`dns`]: [`TestDns`], an authoritative UDP and TCP DNS server answering from a table
+//!   that tests change at run time.
+//! - [`tls`]: [`TestCa`] issuing server and client certificates with rcgen.
+//! - [`client`]: raw-byte and keep-alive HTTP clients for driving the gateway.
+//! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
+
+pub mod client;
+pub mod dns;
+pub mod tls;
+pub mod upstream;
+pub mod wait;
+
+mod body;
+
+pub use client::{http_get, raw_request, send_slowly, KeepAliveClient, RawResponse, Response};
+pub use dns::TestDns;
+pub use tls::{Issued, TestCa};
+pub use upstream::{BlackholeUpstream, ClosedPort, ReceivedRequest, StubUpstream};
+pub use wait::{wait_for, wait_until};
+
+/// Re-exported so tests can make temporary directories without their own dependency.
+pub use tempfile;
+
+/// Ends a test whose fixture could not start.
+#[expect(
+    clippy::panic,
+    reason = "test fixtures fail loudly rather than hand every test a Result"
+)]
+pub(crate) fn fail(message: String) -> ! {
+    panic!("{message}")
+}

@@ -1,0 +1,107 @@
+//! The audit formats as operators' pipelines parse them: Istio's TEXT format and Envoy's
+//! default format, field by field, for an allowed request, a denial and a failure.
+
+use crate::common::{allow_policy, assert_start_time, fields, IstioLine, Scenario};
+
+#[tokio::test]
+async fn istio_and_envoy_formats_carry_the_same_request() {
+    let istio = Scenario::start_with(&allow_policy("[api.example.com]"), "istio").await;
+    let envoy = Scenario::start_with(&allow_policy("[api.example.com]"), "envoy").await;
+    for s in [&istio, &envoy] {
+        let request = format!(
+            "POST /submit?q=1 HTTP/1.1\r\nHost: {}\r\nUser-Agent: curl/8.5.0\r\nX-Request-Id: rid-1\r\n\
+             X-Forwarded-For: 10.0.0.9\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody",
+            s.authority("api.example.com")
+        );
+        let response = egress_testkit::raw_request(s.http(), request.as_bytes()).await.unwrap();
+        assert_eq!(response.status, Some(200));
+        let denied = s.get(&s.authority("other.example.com"), "/x").await;
+        assert_eq!(denied.status, Some(403));
+    }
+
+    let lines = istio.gateway.wait_audit_lines(2).await;
+    let ok = IstioLine::parse(&lines[0]);
+    assert_eq!(
+        (ok.method.as_str(), ok.path.as_str(), ok.protocol.as_str()),
+        ("POST", "/submit?q=1", "HTTP/1.1")
+    );
+    assert_eq!(ok.code, "200");
+    assert_eq!(ok.details, "via_upstream");
+    assert_eq!(ok.termination, "-");
+    assert_eq!(ok.transport_failure, "-");
+    assert_eq!(ok.bytes_received, "4");
+    assert_eq!(ok.user_agent, "curl/8.5.0");
+    assert_eq!(ok.request_id, "rid-1");
+    assert_eq!(ok.xff, "10.0.0.9");
+    assert_eq!(ok.sni, "-");
+    assert_eq!(ok.route, "allowed");
+    let denied = IstioLine::parse(&lines[1]);
+    assert_eq!(denied.code, "403");
+    assert_eq!(denied.details, "rbac_access_denied_matched_policy[none]");
+    assert_eq!(denied.bytes_sent, (format!("egress to {} denied: no rule allows it\n", istio.authority("other.example.com")).len()).to_string());
+
+    let lines = envoy.gateway.wait_audit_lines(2).await;
+    let f = fields(&lines[0]);
+    assert_eq!(f.len(), 13, "Envoy's default format has 13 fields: {}", lines[0]);
+    assert_start_time(&f[0]);
+    assert_eq!(f[1], "\"POST /submit?q=1 HTTP/1.1\"");
+    assert_eq!(f[2], "200");
+    assert_eq!(f[3], "-");
+    assert_eq!(f[4], "4");
+    assert!(f[5].parse::<u64>().unwrap() > 0, "bytes sent");
+    assert!(f[6].parse::<u64>().is_ok(), "duration");
+    assert!(f[7].parse::<u64>().is_ok(), "upstream service time");
+    assert_eq!(f[8], "\"10.0.0.9\"");
+    assert_eq!(f[9], "\"curl/8.5.0\"");
+    assert_eq!(f[10], "\"rid-1\"");
+    assert_eq!(f[11], format!("\"{}\"", envoy.authority("api.example.com")));
+    assert_eq!(f[12], format!("\"{}\"", envoy.upstream.addr()));
+    let d = fields(&lines[1]);
+    assert_eq!(d.len(), 13);
+    assert_eq!(d[2], "403");
+    assert_eq!(d[12], "\"-\"");
+}
+
+#[tokio::test]
+async fn json_format_is_one_object_per_line() {
+    let s = Scenario::start_with(&allow_policy("[api.example.com]"), "json").await;
+    assert_eq!(s.get(&s.authority("other.example.com"), "/j").await.status, Some(403));
+    let lines = s.gateway.wait_audit_lines(1).await;
+    let value: serde_json::Value = serde_json::from_str(&lines[0]).expect("valid JSON");
+    assert_eq!(value["response_code"], 403);
+    assert_eq!(value["path"], "/j");
+    assert_eq!(value["response_code_details"], "rbac_access_denied_matched_policy[none]");
+    assert_eq!(value["authority"], s.authority("other.example.com"));
+}
+
+#[tokio::test]
+async fn custom_format_strings_use_envoy_operators() {
+    let s = Scenario::start_with(
+        &allow_policy("[api.example.com]"),
+        "%RESPONSE_CODE% %ROUTE_NAME% %UPSTREAM_CLUSTER_RAW% %REQ(:AUTHORITY)% %REQ(X-MISSING)%",
+    )
+    .await;
+    assert_eq!(s.get(&s.authority("api.example.com"), "/").await.status, Some(200));
+    let lines = s.gateway.wait_audit_lines(1).await;
+    assert_eq!(
+        lines[0],
+        format!(
+            "200 allowed outbound|{}||api.example.com {} -",
+            s.upstream.port(),
+            s.authority("api.example.com")
+        )
+    );
+}
+
+#[tokio::test]
+async fn hostile_header_values_cannot_forge_audit_lines() {
+    let s = Scenario::start(&allow_policy("[api.example.com]")).await;
+    // obs-text and a bare CR are what a header value can smuggle past the parser.
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: a\"b \x7f\xff\r\nConnection: close\r\n\r\n",
+        s.authority("api.example.com")
+    );
+    let _ = egress_testkit::raw_request(s.http(), request.as_bytes()).await.unwrap();
+    let lines = s.gateway.wait_audit_lines(1).await;
+    assert_eq!(lines.len(), 1, "one request, one line: {lines:?}");
+}

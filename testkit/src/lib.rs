@@ -39,7 +39,9 @@ pub mod wait;
 
 mod body;
 
-pub use client::{http_get, raw_request, send_slowly, KeepAliveClient, RawResponse, Response};
+pub use client::{
+    http_get, raw_request, send_slowly, ClientError, KeepAliveClient, RawResponse, Response,
+};
 pub use dns::TestDns;
 pub use tls::{Issued, TestCa};
 pub use upstream::{BlackholeUpstream, ClosedPort, ReceivedRequest, StubUpstream};

@@ -11,6 +11,25 @@
 //! - [`tls`]: [`TestCa`] issuing server and client certificates with rcgen.
 //! - [`client`]: raw-byte and keep-alive HTTP clients for driving the gateway.
 //! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use egress_testkit::{KeepAliveClient, StubUpstream, TestDns};
+//!
+//! let upstream = StubUpstream::start().await;
+//! let dns = TestDns::start().await;
+//! dns.set("api.example.com", ["127.0.0.1".parse()?]);
+//!
+//! // A gateway under test would be given `dns.addr()` and a rule for api.example.com;
+//! // here the client talks to the stub directly.
+//! let mut client = KeepAliveClient::connect(upstream.addr()).await?;
+//! let response = client.get("/status/418").await?;
+//! assert_eq!(response.status, 418);
+//! assert_eq!(upstream.request_count(), 1);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod client;
 pub mod dns;
@@ -20,11 +39,13 @@ pub mod wait;
 
 mod body;
 
-pub use client::{http_get, raw_request, send_slowly, KeepAliveClient, RawResponse, Response};
+pub use client::{
+    http_get, raw_request, send_slowly, ClientError, KeepAliveClient, RawResponse, Response,
+};
 pub use dns::TestDns;
 pub use tls::{Issued, TestCa};
 pub use upstream::{BlackholeUpstream, ClosedPort, ReceivedRequest, StubUpstream};
-pub use wait::{wait_for, wait_until};
+pub use wait::{wait_for, wait_until, wait_until_async};
 
 /// Re-exported so tests can make temporary directories without their own dependency.
 pub use tempfile;

@@ -112,7 +112,13 @@ pub(super) async fn handle(
     let response = match route {
         Route::Status(status) => stub_response(status, "status", body::empty()),
         Route::Delay(delay) => {
-            tokio::time::sleep(delay).await;
+            // HTTP/2 streams run in tasks of their own: end them with the connection
+            // rather than let a long delay outlive the stub.
+            let mut closed = conn.closed.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = async { while closed.changed().await.is_ok() {} } => {}
+            }
             stub_response(StatusCode::OK, "delay", body::empty())
         }
         Route::Bytes(n) => stub_response(StatusCode::OK, "bytes", body::repeated(n)),

@@ -50,13 +50,20 @@ async fn readyz(State(control): State<Arc<dyn Control>>) -> Response {
     if control.ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining or no policy loaded\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: draining or no policy loaded\n",
+        )
+            .into_response()
     }
 }
 
 async fn metrics(State(control): State<Arc<dyn Control>>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         control.metrics(),
     )
         .into_response()
@@ -97,10 +104,16 @@ mod tests {
     #[tokio::test]
     async fn readiness_follows_the_gateway() {
         let control = Arc::new(Stand(AtomicBool::new(false)));
-        assert_eq!(get(control.clone(), "/readyz").await.0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            get(control.clone(), "/readyz").await.0,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
         control.0.store(true, Ordering::Relaxed);
         assert_eq!(get(control.clone(), "/readyz").await.0, StatusCode::OK);
-        assert_eq!(get(control, "/healthz").await, (StatusCode::OK, "ok\n".to_owned()));
+        assert_eq!(
+            get(control, "/healthz").await,
+            (StatusCode::OK, "ok\n".to_owned())
+        );
     }
 
     #[tokio::test]

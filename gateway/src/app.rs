@@ -146,7 +146,9 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     );
     let metrics = Metrics::new(prometheus::Registry::new())?;
     metrics.register_audit(Arc::clone(&sink))?;
-    metrics.policy_version.set(i64::try_from(store.version()).unwrap_or(i64::MAX));
+    metrics
+        .policy_version
+        .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
     let resolver = Resolver::new(&config.dns.servers)?;
     let ctx = Arc::new(Context {
         egress: Egress {
@@ -206,7 +208,11 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
                 tracing::error!(error = %e, "admin API stopped");
             }
         }),
-        tokio::spawn(follow_policy(Arc::clone(&store), metrics.clone(), listeners.clone())),
+        tokio::spawn(follow_policy(
+            Arc::clone(&store),
+            metrics.clone(),
+            listeners.clone(),
+        )),
         tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
     ];
 
@@ -226,11 +232,17 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
 }
 
 /// Keeps the version gauge current and says when a change needs a restart.
-async fn follow_policy(store: Arc<PolicyStore>, metrics: Metrics, bound: BTreeMap<String, SocketAddr>) {
+async fn follow_policy(
+    store: Arc<PolicyStore>,
+    metrics: Metrics,
+    bound: BTreeMap<String, SocketAddr>,
+) {
     let mut versions = store.subscribe();
     while versions.changed().await.is_ok() {
         let version = *versions.borrow_and_update();
-        metrics.policy_version.set(i64::try_from(version).unwrap_or(i64::MAX));
+        metrics
+            .policy_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
         metrics.policy_reloads.with_label_values(&["applied"]).inc();
         let policy = store.current();
         let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
@@ -288,9 +300,17 @@ impl Gateway {
             .collect();
         format!(
             "listening: {}; admin on {}; audit log: {}; policy: {} (version {})",
-            if listeners.is_empty() { "nothing".to_owned() } else { listeners.join(", ") },
+            if listeners.is_empty() {
+                "nothing".to_owned()
+            } else {
+                listeners.join(", ")
+            },
             self.admin_addr,
-            if self.audit_path == "-" { "stdout" } else { &self.audit_path },
+            if self.audit_path == "-" {
+                "stdout"
+            } else {
+                &self.audit_path
+            },
             self.store.dir().display(),
             self.store.version(),
         )

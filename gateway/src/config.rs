@@ -239,7 +239,9 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(|e| {
-            serde::de::Error::custom(format!("{text:?} is not a duration like 500ms, 3s, 1h: {e}"))
+            serde::de::Error::custom(format!(
+                "{text:?} is not a duration like 500ms, 3s, 1h: {e}"
+            ))
         })
     }
 }
@@ -282,6 +284,9 @@ drain_timeout: 30s
     #[test]
     fn bad_duration_is_explained() {
         let err = Config::from_yaml("drain_timeout: soon\n", Path::new("g.yaml")).unwrap_err();
-        assert!(err.to_string().contains("\"soon\" is not a duration"), "{err}");
+        assert!(
+            err.to_string().contains("\"soon\" is not a duration"),
+            "{err}"
+        );
     }
 }

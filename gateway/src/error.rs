@@ -119,9 +119,7 @@ impl EgressError {
     pub fn flags(&self) -> ResponseFlags {
         match self {
             EgressError::BadRequest { .. } => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-            EgressError::Denied { .. } | EgressError::AddressRefused { .. } => {
-                ResponseFlags::NONE
-            }
+            EgressError::Denied { .. } | EgressError::AddressRefused { .. } => ResponseFlags::NONE,
             EgressError::Dns { .. } => ResponseFlags::DNS_RESOLUTION_FAILED,
             EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE
@@ -181,7 +179,10 @@ impl EgressError {
 
 /// `rbac_access_denied_matched_policy[RULE]`, `[none]` when the mode denied.
 pub fn denial_details(rule: Option<&str>) -> String {
-    format!("rbac_access_denied_matched_policy[{}]", rule.unwrap_or("none"))
+    format!(
+        "rbac_access_denied_matched_policy[{}]",
+        rule.unwrap_or("none")
+    )
 }
 
 #[cfg(test)]

@@ -80,7 +80,9 @@ fn config(flags: &Flags) -> Result<Config, String> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -100,7 +102,11 @@ fn main() -> ExitCode {
     if flags.check {
         return match egress_gateway::policy::load_dir(&config.policies) {
             Ok(policy) => {
-                println!("{}: valid ({} rules)", config.policies.display(), policy.rules().len());
+                println!(
+                    "{}: valid ({} rules)",
+                    config.policies.display(),
+                    policy.rules().len()
+                );
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -109,7 +115,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("egress-gateway: cannot start the runtime: {e}");
@@ -124,7 +133,11 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!("egress-gateway {}: {}", env!("CARGO_PKG_VERSION"), gateway.describe());
+        eprintln!(
+            "egress-gateway {}: {}",
+            env!("CARGO_PKG_VERSION"),
+            gateway.describe()
+        );
         match gateway.run_until_signalled().await {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(3),

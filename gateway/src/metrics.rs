@@ -68,7 +68,10 @@ impl Metrics {
             &["listener", "decision"],
         )?;
         let connections_active = IntGaugeVec::new(
-            Opts::new("egress_connections_active", "Downstream connections open now"),
+            Opts::new(
+                "egress_connections_active",
+                "Downstream connections open now",
+            ),
             &["listener"],
         )?;
         let address_refused = IntCounterVec::new(
@@ -80,11 +83,17 @@ impl Metrics {
         )?;
         let policy_version = IntGauge::new("egress_policy_version", "The policy version in force")?;
         let policy_reloads = IntCounterVec::new(
-            Opts::new("egress_policy_reloads_total", "Policy changes seen, by result"),
+            Opts::new(
+                "egress_policy_reloads_total",
+                "Policy changes seen, by result",
+            ),
             &["result"],
         )?;
         let bytes = IntCounterVec::new(
-            Opts::new("egress_bytes_total", "Body or tunnel bytes, by listener and direction"),
+            Opts::new(
+                "egress_bytes_total",
+                "Body or tunnel bytes, by listener and direction",
+            ),
             &["listener", "direction"],
         )?;
         let bad_requests = IntCounter::new(

@@ -45,8 +45,9 @@ impl Resolver {
     /// Fails when the system configuration cannot be read.
     pub fn new(servers: &[SocketAddr]) -> Result<Self, ResolveError> {
         let (config, mut opts) = if servers.is_empty() {
-            hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| ResolveError::Failed(format!("reading the system resolver configuration: {e}")))?
+            hickory_resolver::system_conf::read_system_conf().map_err(|e| {
+                ResolveError::Failed(format!("reading the system resolver configuration: {e}"))
+            })?
         } else {
             let mut config = ResolverConfig::new();
             for server in servers {
@@ -64,7 +65,8 @@ impl Resolver {
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         opts.negative_min_ttl = Some(Duration::from_secs(1));
         opts.negative_max_ttl = Some(Duration::from_secs(30));
-        let mut builder = TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
+        let mut builder =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default());
         *builder.options_mut() = opts;
         Ok(Self {
             inner: builder.build(),

@@ -72,7 +72,10 @@ impl TestGatewayBuilder {
     }
 
     /// Starts the gateway, panicking with the error when it cannot start.
-    #[expect(clippy::panic, reason = "a test helper: failing to start fails the test")]
+    #[expect(
+        clippy::panic,
+        reason = "a test helper: failing to start fails the test"
+    )]
     pub async fn start(self) -> TestGateway {
         match self.try_start().await {
             Ok(gateway) => gateway,
@@ -85,8 +88,10 @@ impl TestGateway {
     /// Options for a gateway serving `policy` (YAML). Listener ports in the policy are
     /// ignored: each listener gets an ephemeral port on 127.0.0.1.
     pub fn builder(policy: &str) -> TestGatewayBuilder {
-        let mut config = Config::default();
-        config.drain_timeout = Duration::from_secs(5);
+        let config = Config {
+            drain_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
         TestGatewayBuilder {
             policy: policy.to_owned(),
             config,
@@ -106,7 +111,10 @@ impl TestGateway {
     }
 
     /// The address of the named listener.
-    #[expect(clippy::panic, reason = "a test helper: an unknown listener is a test bug")]
+    #[expect(
+        clippy::panic,
+        reason = "a test helper: an unknown listener is a test bug"
+    )]
     pub fn addr(&self, listener: &str) -> SocketAddr {
         self.gateway()
             .listener_addr(listener)
@@ -129,7 +137,10 @@ impl TestGateway {
     }
 
     /// Replaces `name` in the policy directory atomically, as a GitOps tool would.
-    #[expect(clippy::expect_used, reason = "a test helper: a failed write fails the test")]
+    #[expect(
+        clippy::expect_used,
+        reason = "a test helper: a failed write fails the test"
+    )]
     pub fn write_policy(&self, name: &str, yaml: &str) {
         let dir = self.policy_dir();
         let tmp = self.dir.path().join(format!(".{name}.tmp"));
@@ -192,7 +203,10 @@ impl TestGateway {
     }
 }
 
-#[expect(clippy::panic, reason = "a test helper used after shutdown is a test bug")]
+#[expect(
+    clippy::panic,
+    reason = "a test helper used after shutdown is a test bug"
+)]
 fn unreachable_after_shutdown() -> ! {
     panic!("the test gateway was shut down")
 }

@@ -210,7 +210,11 @@ impl Pool {
         }
     }
 
-    fn lease(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>, endpoints: Endpoints) -> Lease {
+    fn lease(
+        self: &Arc<Self>,
+        sender: http1::SendRequest<UpstreamBody>,
+        endpoints: Endpoints,
+    ) -> Lease {
         Lease {
             pool: Arc::clone(self),
             sender,

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -46,7 +48,9 @@ pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
 ) {
-    let local = stream.local_addr().unwrap_or(SocketAddr::new(spec.address, spec.port));
+    let local = stream
+        .local_addr()
+        .unwrap_or(SocketAddr::new(spec.address, spec.port));
     let activity = Activity::new();
     let conn = Arc::new(Conn {
         ctx: Arc::clone(&ctx),
@@ -113,14 +117,30 @@ pub(crate) async fn serve_connection(
 fn connection_error(conn: &Conn, e: &hyper::Error) {
     let (code, flags, details) = if e.is_parse_too_large() {
         if e.to_string().contains("uri") {
-            (414, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "http1.uri_too_long")
+            (
+                414,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "http1.uri_too_long",
+            )
         } else {
-            (431, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "http1.headers_too_large")
+            (
+                431,
+                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                "http1.headers_too_large",
+            )
         }
     } else if e.is_parse() || e.is_parse_status() {
-        (400, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "http1.codec_error")
+        (
+            400,
+            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            "http1.codec_error",
+        )
     } else if e.is_incomplete_message() {
-        (0, ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION, "downstream_remote_disconnect")
+        (
+            0,
+            ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            "downstream_remote_disconnect",
+        )
     } else {
         tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended");
         return;
@@ -188,7 +208,10 @@ async fn exchange(
     refuse_smuggling(req.headers())?;
     let destination = destination(&req, &conn.spec)?;
     let source = Source::from_addr(conn.peer);
-    let judged = conn.ctx.egress.decide(&destination, &conn.listener, &source);
+    let judged = conn
+        .ctx
+        .egress
+        .decide(&destination, &conn.listener, &source);
     recorder.set_decision(judged.label());
     recorder.record().route_name = judged.rule_name().map(str::to_owned);
     let route = judged.route(&destination)?;
@@ -200,7 +223,11 @@ async fn exchange(
     let upstream_req = upstream_request(req, &destination, received, Arc::clone(body_failed))?;
     let deadline = route.request_timeout.map(|t| Instant::now() + t);
     let sent_at = Instant::now();
-    let sending = conn.ctx.egress.pool.send(&addrs, route.connect_timeout, upstream_req);
+    let sending = conn
+        .ctx
+        .egress
+        .pool
+        .send(&addrs, route.connect_timeout, upstream_req);
     let outcome = match deadline {
         Some(at) => match tokio::time::timeout_at(at, sending).await {
             Ok(outcome) => outcome,
@@ -211,10 +238,8 @@ async fn exchange(
         },
         None => sending.await,
     };
-    let (response, lease) = outcome.map_err(|e| {
-        let record = recorder.record();
-        record.upstream_host = e.upstream_addr();
-        e
+    let (response, lease) = outcome.inspect_err(|e| {
+        recorder.record().upstream_host = e.upstream_addr();
     })?;
     let endpoints = lease.endpoints();
     let record = recorder.record();
@@ -238,7 +263,10 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
     let mut hosts = req.headers().get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {
-        return Err(bad("duplicate_host_header", "the request has more than one Host header"));
+        return Err(bad(
+            "duplicate_host_header",
+            "the request has more than one Host header",
+        ));
     }
     let from_host = match host_header {
         None => None,
@@ -246,8 +274,12 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
             let text = value
                 .to_str()
                 .map_err(|_| bad("invalid_host", "the Host header is not ASCII"))?;
-            let (host, port) = parse_authority(text)
-                .map_err(|e| bad("invalid_host", format!("the Host header is not a valid host: {e}")))?;
+            let (host, port) = parse_authority(text).map_err(|e| {
+                bad(
+                    "invalid_host",
+                    format!("the Host header is not a valid host: {e}"),
+                )
+            })?;
             Some((host, port))
         }
     };
@@ -264,8 +296,12 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
                 "only http:// absolute URIs are served on an http listener",
             ));
         }
-        let (host, port) = parse_authority(authority.as_str())
-            .map_err(|e| bad("invalid_host", format!("the request URI's host is not valid: {e}")))?;
+        let (host, port) = parse_authority(authority.as_str()).map_err(|e| {
+            bad(
+                "invalid_host",
+                format!("the request URI's host is not valid: {e}"),
+            )
+        })?;
         if let Some((h, p)) = &from_host {
             if *h != host || p.unwrap_or(spec.target_port) != port.unwrap_or(spec.target_port) {
                 return Err(bad(
@@ -379,7 +415,8 @@ fn upstream_request(
         (Host::Ip(_) | Host::Name(_), 80) => destination.host.to_string(),
         (_, port) => format!("{}:{port}", destination.host),
     };
-    let host = HeaderValue::from_str(&host).map_err(|_| bad("invalid_host", "the host cannot be sent"))?;
+    let host =
+        HeaderValue::from_str(&host).map_err(|_| bad("invalid_host", "the host cannot be sent"))?;
     parts.headers.insert(HOST, host);
     let path = parts
         .uri
@@ -404,14 +441,18 @@ fn upstream_response(
     let record = recorder.record();
     if let Some(service) = record.upstream_service_time {
         if let Ok(value) = HeaderValue::from_str(&service.as_millis().to_string()) {
-            parts
-                .headers
-                .insert(HeaderName::from_static("x-envoy-upstream-service-time"), value);
+            parts.headers.insert(
+                HeaderName::from_static("x-envoy-upstream-service-time"),
+                value,
+            );
         }
     }
     record.response_code = parts.status.as_u16();
     record.response_headers = parts.headers.clone();
-    Response::from_parts(parts, ResponseBody::upstream(body, lease, deadline, recorder))
+    Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, lease, deadline, recorder),
+    )
 }
 
 /// The gateway's own answer to a request it does not forward: one line of text.
@@ -426,10 +467,16 @@ fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseB
         record.upstream_host = error.upstream_addr();
     }
     let close = matches!(error, EgressError::BadRequest { .. });
-    let mut response = Response::new(ResponseBody::local(Bytes::from(format!("{error}\n")), recorder));
+    let mut response = Response::new(ResponseBody::local(
+        Bytes::from(format!("{error}\n")),
+        recorder,
+    ));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if close {
         // After a request we refuse to parse, the rest of the stream cannot be trusted.
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

@@ -30,8 +30,16 @@ pub struct CountingBody {
 impl CountingBody {
     /// Wraps `inner`, adding its data bytes to `count` and setting `failed` when the
     /// client's body turns out malformed or cut short.
-    pub fn new(inner: Incoming, count: Arc<AtomicU64>, failed: Arc<std::sync::atomic::AtomicBool>) -> Self {
-        Self { inner, count, failed }
+    pub fn new(
+        inner: Incoming,
+        count: Arc<AtomicU64>,
+        failed: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        Self {
+            inner,
+            count,
+            failed,
+        }
     }
 }
 
@@ -89,7 +97,9 @@ pub struct ResponseBody {
 
 impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").field("sent", &self.sent).finish_non_exhaustive()
+        f.debug_struct("ResponseBody")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
     }
 }
 
@@ -105,7 +115,12 @@ impl ResponseBody {
     }
 
     /// The upstream's body.
-    pub fn upstream(body: Incoming, lease: Lease, deadline: Option<Instant>, recorder: Recorder) -> Self {
+    pub fn upstream(
+        body: Incoming,
+        lease: Lease,
+        deadline: Option<Instant>,
+        recorder: Recorder,
+    ) -> Self {
         Self {
             source: Source::Upstream {
                 body,

@@ -59,7 +59,10 @@ pub enum ListenError {
 /// Binds a declared listener, or (tests) an ephemeral port on `override_ip`.
 ///
 /// Fails when the protocol is not supported or the address cannot be bound.
-pub async fn bind(spec: &Listener, override_ip: Option<IpAddr>) -> Result<TcpListener, ListenError> {
+pub async fn bind(
+    spec: &Listener,
+    override_ip: Option<IpAddr>,
+) -> Result<TcpListener, ListenError> {
     if spec.protocol != Protocol::Http {
         return Err(ListenError::Unsupported {
             name: spec.name.clone(),
@@ -80,7 +83,11 @@ pub async fn bind(spec: &Listener, override_ip: Option<IpAddr>) -> Result<TcpLis
 }
 
 /// Accepts connections on `listener` until the gateway drains.
-pub fn spawn(ctx: Arc<Context>, spec: Listener, listener: TcpListener) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    ctx: Arc<Context>,
+    spec: Listener,
+    listener: TcpListener,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(accept_loop(ctx, Arc::new(spec), listener))
 }
 
@@ -112,9 +119,9 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         let active = active.clone();
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            match spec.protocol {
-                Protocol::Http => http::serve_connection(ctx, name, spec, stream, peer).await,
-                _ => {}
+            // `bind` refuses every other protocol until it has a handler.
+            if spec.protocol == Protocol::Http {
+                http::serve_connection(ctx, name, spec, stream, peer).await;
             }
             active.dec();
         });

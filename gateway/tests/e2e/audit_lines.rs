@@ -13,7 +13,9 @@ async fn istio_and_envoy_formats_carry_the_same_request() {
              X-Forwarded-For: 10.0.0.9\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody",
             s.authority("api.example.com")
         );
-        let response = egress_testkit::raw_request(s.http(), request.as_bytes()).await.unwrap();
+        let response = egress_testkit::raw_request(s.http(), request.as_bytes())
+            .await
+            .unwrap();
         assert_eq!(response.status, Some(200));
         let denied = s.get(&s.authority("other.example.com"), "/x").await;
         assert_eq!(denied.status, Some(403));
@@ -38,11 +40,24 @@ async fn istio_and_envoy_formats_carry_the_same_request() {
     let denied = IstioLine::parse(&lines[1]);
     assert_eq!(denied.code, "403");
     assert_eq!(denied.details, "rbac_access_denied_matched_policy[none]");
-    assert_eq!(denied.bytes_sent, (format!("egress to {} denied: no rule allows it\n", istio.authority("other.example.com")).len()).to_string());
+    assert_eq!(
+        denied.bytes_sent,
+        (format!(
+            "egress to {} denied: no rule allows it\n",
+            istio.authority("other.example.com")
+        )
+        .len())
+        .to_string()
+    );
 
     let lines = envoy.gateway.wait_audit_lines(2).await;
     let f = fields(&lines[0]);
-    assert_eq!(f.len(), 13, "Envoy's default format has 13 fields: {}", lines[0]);
+    assert_eq!(
+        f.len(),
+        13,
+        "Envoy's default format has 13 fields: {}",
+        lines[0]
+    );
     assert_start_time(&f[0]);
     assert_eq!(f[1], "\"POST /submit?q=1 HTTP/1.1\"");
     assert_eq!(f[2], "200");
@@ -65,12 +80,18 @@ async fn istio_and_envoy_formats_carry_the_same_request() {
 #[tokio::test]
 async fn json_format_is_one_object_per_line() {
     let s = Scenario::start_with(&allow_policy("[api.example.com]"), "json").await;
-    assert_eq!(s.get(&s.authority("other.example.com"), "/j").await.status, Some(403));
+    assert_eq!(
+        s.get(&s.authority("other.example.com"), "/j").await.status,
+        Some(403)
+    );
     let lines = s.gateway.wait_audit_lines(1).await;
     let value: serde_json::Value = serde_json::from_str(&lines[0]).expect("valid JSON");
     assert_eq!(value["response_code"], 403);
     assert_eq!(value["path"], "/j");
-    assert_eq!(value["response_code_details"], "rbac_access_denied_matched_policy[none]");
+    assert_eq!(
+        value["response_code_details"],
+        "rbac_access_denied_matched_policy[none]"
+    );
     assert_eq!(value["authority"], s.authority("other.example.com"));
 }
 
@@ -81,7 +102,10 @@ async fn custom_format_strings_use_envoy_operators() {
         "%RESPONSE_CODE% %ROUTE_NAME% %UPSTREAM_CLUSTER_RAW% %REQ(:AUTHORITY)% %REQ(X-MISSING)%",
     )
     .await;
-    assert_eq!(s.get(&s.authority("api.example.com"), "/").await.status, Some(200));
+    assert_eq!(
+        s.get(&s.authority("api.example.com"), "/").await.status,
+        Some(200)
+    );
     let lines = s.gateway.wait_audit_lines(1).await;
     assert_eq!(
         lines[0],
@@ -96,12 +120,16 @@ async fn custom_format_strings_use_envoy_operators() {
 #[tokio::test]
 async fn hostile_header_values_cannot_forge_audit_lines() {
     let s = Scenario::start(&allow_policy("[api.example.com]")).await;
-    // obs-text and a bare CR are what a header value can smuggle past the parser.
-    let request = format!(
-        "GET / HTTP/1.1\r\nHost: {}\r\nUser-Agent: a\"b \x7f\xff\r\nConnection: close\r\n\r\n",
+    // obs-text is what a header value can smuggle past the parser.
+    let mut request = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: a\"b ",
         s.authority("api.example.com")
-    );
-    let _ = egress_testkit::raw_request(s.http(), request.as_bytes()).await.unwrap();
+    )
+    .into_bytes();
+    request.extend_from_slice(b"\x7f\xff\x1b[31m\r\n\r\n");
+    let _ = egress_testkit::raw_request(s.http(), &request)
+        .await
+        .unwrap();
     let lines = s.gateway.wait_audit_lines(1).await;
     assert_eq!(lines.len(), 1, "one request, one line: {lines:?}");
 }

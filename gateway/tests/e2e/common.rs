@@ -26,7 +26,12 @@ impl Scenario {
     pub async fn start_with(policy: &str, audit_format: &str) -> Scenario {
         let upstream = StubUpstream::start().await;
         let dns = TestDns::start().await;
-        for name in ["api.example.com", "other.example.com", "a.test.example", "b.a.test.example"] {
+        for name in [
+            "api.example.com",
+            "other.example.com",
+            "a.test.example",
+            "b.a.test.example",
+        ] {
             dns.set(name, [LOOPBACK]);
         }
         let policy = policy.replace("{PORT}", &upstream.port().to_string());
@@ -128,13 +133,15 @@ pub fn assert_start_time(field: &str) {
         && inner
             .char_indices()
             .all(|(i, c)| matches!(i, 4 | 7 | 10 | 13 | 16 | 19 | 23) || c.is_ascii_digit());
-    assert!(shape_ok, "START_TIME {field:?} is not like [2026-11-24T11:46:23.596Z]");
+    assert!(
+        shape_ok,
+        "START_TIME {field:?} is not like [2026-11-24T11:46:23.596Z]"
+    );
 }
 
 /// One line of Istio's TEXT access-log format, field by field.
 #[derive(Debug, Clone)]
 pub struct IstioLine {
-    pub start_time: String,
     pub method: String,
     pub path: String,
     pub protocol: String,
@@ -170,7 +177,6 @@ impl IstioLine {
         let parts: Vec<&str> = request.split(' ').collect();
         assert_eq!(parts.len(), 3, "request part {request:?}");
         IstioLine {
-            start_time: f[0].clone(),
             method: parts[0].to_owned(),
             path: parts[1].to_owned(),
             protocol: parts[2].to_owned(),

@@ -22,7 +22,11 @@ rules:
     let s = Scenario::start(policy).await;
     let refused = s.get(&s.authority("api.example.com"), "/").await;
     assert_eq!(refused.status, Some(403), "{}", refused.text);
-    assert!(refused.body().contains("127.0.0.1, a loopback address"), "{}", refused.body());
+    assert!(
+        refused.body().contains("127.0.0.1, a loopback address"),
+        "{}",
+        refused.body()
+    );
     let line = s.audit(1).await;
     assert_eq!(line.details, "destination_address_refused{loopback}");
     assert_eq!(line.route, "guarded");
@@ -35,7 +39,10 @@ rules:
 #[tokio::test]
 async fn metadata_address_is_refused_before_any_connect() {
     let s = Scenario::start(ALLOW_ALL_GUARDED).await;
-    s.dns.set("metadata.example.com", [IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))]);
+    s.dns.set(
+        "metadata.example.com",
+        [IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254))],
+    );
     let response = s.get("metadata.example.com", "/latest/meta-data/").await;
     assert_eq!(response.status, Some(403), "{}", response.text);
     let line = s.audit(1).await;
@@ -86,7 +93,11 @@ async fn ip_literals_in_any_spelling_are_guarded() {
         let response = s.get(&format!("{host}:{port}"), "/").await;
         assert_eq!(response.status, Some(403), "{host}: {}", response.text);
         let line = s.audit(i + 1).await;
-        assert_eq!(line.details, format!("destination_address_refused{{{class}}}"), "{host}");
+        assert_eq!(
+            line.details,
+            format!("destination_address_refused{{{class}}}"),
+            "{host}"
+        );
     }
     assert_eq!(s.upstream.request_count(), 0);
 }
@@ -94,11 +105,21 @@ async fn ip_literals_in_any_spelling_are_guarded() {
 #[tokio::test]
 async fn malformed_numeric_hosts_are_refused_not_resolved() {
     let s = Scenario::start(ALLOW_ALL_GUARDED).await;
-    for host in ["256.1.1.1", "1.2.3.4.5", "08.1.1.1", "0x7f.0x1g", "127.0.0.1%2f"] {
+    for host in [
+        "256.1.1.1",
+        "1.2.3.4.5",
+        "08.1.1.1",
+        "0x7f.0x1g",
+        "127.0.0.1%2f",
+    ] {
         let response = s.get(host, "/").await;
         assert_eq!(response.status, Some(400), "{host}: {}", response.text);
     }
-    assert_eq!(s.dns.total_queries(), 0, "nothing that looks numeric is looked up");
+    assert_eq!(
+        s.dns.total_queries(),
+        0,
+        "nothing that looks numeric is looked up"
+    );
 }
 
 #[tokio::test]
@@ -119,5 +140,9 @@ rules:
         assert_eq!(line.route, "the-stub");
     }
     let other = s.get(&format!("127.0.0.2:{port}"), "/").await;
-    assert_eq!(other.status, Some(403), "a lone * does not match IP literals");
+    assert_eq!(
+        other.status,
+        Some(403),
+        "a lone * does not match IP literals"
+    );
 }

@@ -14,15 +14,37 @@ async fn an_edit_changes_the_decision_while_a_keep_alive_connection_stays_open()
     let mut client = KeepAliveClient::connect(s.http()).await.unwrap();
     let host = s.authority("api.example.com");
     let headers = [("host", host.as_str())];
-    assert_eq!(client.request(Method::GET, "/", &headers, "").await.unwrap().status, 200);
+    assert_eq!(
+        client
+            .request(Method::GET, "/", &headers, "")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
 
     let version = s.gateway.policy_version();
-    s.gateway.write_policy("policy.yaml", &allow_policy("[other.example.com]"));
-    assert!(s.gateway.wait_for_version(version + 1, Duration::from_secs(10)).await, "reloaded");
+    s.gateway
+        .write_policy("policy.yaml", &allow_policy("[other.example.com]"));
+    assert!(
+        s.gateway
+            .wait_for_version(version + 1, Duration::from_secs(10))
+            .await,
+        "reloaded"
+    );
 
-    let denied = client.request(Method::GET, "/", &headers, "").await.unwrap();
-    assert_eq!(denied.status, 403, "the same connection sees the new policy");
-    assert!(!client.is_closed(), "the keep-alive connection survived the reload");
+    let denied = client
+        .request(Method::GET, "/", &headers, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        denied.status, 403,
+        "the same connection sees the new policy"
+    );
+    assert!(
+        !client.is_closed(),
+        "the keep-alive connection survived the reload"
+    );
     assert_eq!(s.upstream.request_count(), 1);
 }
 
@@ -36,9 +58,17 @@ async fn an_invalid_edit_is_refused_and_the_old_policy_keeps_serving() {
     );
     // A later valid file proves the watcher saw both changes in order.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(s.gateway.policy_version(), version, "the invalid set was not applied");
+    assert_eq!(
+        s.gateway.policy_version(),
+        version,
+        "the invalid set was not applied"
+    );
     let response = s.get(&s.authority("api.example.com"), "/").await;
     assert_eq!(response.status, Some(200), "the old policy still serves");
     let denied = s.get(&s.authority("other.example.com"), "/").await;
-    assert_eq!(denied.status, Some(403), "mode: allow from the invalid file is not in force");
+    assert_eq!(
+        denied.status,
+        Some(403),
+        "mode: allow from the invalid file is not in force"
+    );
 }

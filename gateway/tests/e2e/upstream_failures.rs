@@ -22,8 +22,14 @@ rules:
     let response = s.get(&s.authority("api.example.com"), "/delay/5").await;
     let elapsed = started.elapsed();
     assert_eq!(response.status, Some(504), "{}", response.text);
-    assert!(elapsed >= Duration::from_secs(3), "answered after {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(4500), "answered after {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "answered after {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(4500),
+        "answered after {elapsed:?}"
+    );
     let line = s.audit(1).await;
     assert_eq!(line.code, "504");
     assert_eq!(line.flags, "UT");
@@ -48,11 +54,18 @@ rules:
     let s = Scenario::start(&policy).await;
     let response = s.get("api.example.com", "/").await;
     assert_eq!(response.status, Some(503), "{}", response.text);
-    assert!(response.body().contains(&closed.addr().to_string()), "{}", response.body());
+    assert!(
+        response.body().contains(&closed.addr().to_string()),
+        "{}",
+        response.body()
+    );
     let line = s.audit(1).await;
     assert_eq!(line.code, "503");
     assert_eq!(line.flags, "UF");
-    assert_eq!(line.details, "upstream_reset_before_response_started{connection_failure}");
+    assert_eq!(
+        line.details,
+        "upstream_reset_before_response_started{connection_failure}"
+    );
     assert_eq!(line.transport_failure, "connection_refused");
     assert_eq!(line.upstream_host, closed.addr().to_string());
 }
@@ -64,7 +77,10 @@ async fn upstream_reset_is_503_uc() {
     assert_eq!(response.status, Some(503), "{}", response.text);
     let line = s.audit(1).await;
     assert_eq!(line.flags, "UC");
-    assert_eq!(line.details, "upstream_reset_before_response_started{connection_termination}");
+    assert_eq!(
+        line.details,
+        "upstream_reset_before_response_started{connection_termination}"
+    );
 }
 
 #[tokio::test]
@@ -72,7 +88,13 @@ async fn unresolvable_name_is_503_df() {
     let s = Scenario::start(&allow_policy(r#"["*.example.com"]"#)).await;
     let response = s.get("missing.example.com", "/").await;
     assert_eq!(response.status, Some(503), "{}", response.text);
-    assert!(response.body().contains("cannot resolve missing.example.com"), "{}", response.body());
+    assert!(
+        response
+            .body()
+            .contains("cannot resolve missing.example.com"),
+        "{}",
+        response.body()
+    );
     let line = s.audit(1).await;
     assert_eq!(line.flags, "DF");
     assert_eq!(line.details, "dns_resolution_failure");
@@ -82,10 +104,14 @@ async fn unresolvable_name_is_503_df() {
 async fn client_that_leaves_before_the_response_is_logged_dc() {
     let s = Scenario::start(&allow_policy("[api.example.com]")).await;
     let mut stream = tokio::net::TcpStream::connect(s.http()).await.unwrap();
-    let request = format!("GET /delay/2 HTTP/1.1\r\nHost: {}\r\n\r\n", s.authority("api.example.com"));
+    let request = format!(
+        "GET /delay/2 HTTP/1.1\r\nHost: {}\r\n\r\n",
+        s.authority("api.example.com")
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     assert!(
-        egress_testkit::wait_until(Duration::from_secs(5), || s.upstream.request_count() == 1).await,
+        egress_testkit::wait_until(Duration::from_secs(5), || s.upstream.request_count() == 1)
+            .await,
         "the request reached the upstream"
     );
     drop(stream);

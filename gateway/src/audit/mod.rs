@@ -4,9 +4,14 @@
 //! [`Auditor`]: formatted (Envoy command operators, [`format`]) and handed to the
 //! [`sink`], which writes it off the data path.
 
+mod escape;
 pub mod format;
+mod json;
 pub mod recorder;
 pub mod sink;
+mod strftime;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
@@ -77,6 +82,33 @@ impl ResponseFlags {
     /// Sets the flags of `other`.
     pub fn insert(&mut self, other: ResponseFlags) {
         self.0 |= other.0;
+    }
+
+    /// Appends the short names joined with `,` in [`ResponseFlags::ALL`] order, or `-`
+    /// when no flag is set (Envoy's RESPONSE_FLAGS).
+    pub fn write_short(self, out: &mut String) {
+        if self.is_empty() {
+            out.push('-');
+            return;
+        }
+        let mut first = true;
+        for (flag, short) in Self::ALL {
+            if self.contains(*flag) {
+                if !first {
+                    out.push(',');
+                }
+                out.push_str(short);
+                first = false;
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for ResponseFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut s = String::with_capacity(8);
+        self.write_short(&mut s);
+        f.write_str(&s)
     }
 }
 

@@ -97,7 +97,7 @@ impl Recorder {
         p.recording.auditor.record(&p.record);
         let metrics = &p.recording.metrics;
         let mut flags = String::new();
-        flags_label(p.record.response_flags, &mut flags);
+        p.record.response_flags.write_short(&mut flags);
         metrics.observe(
             &p.listener,
             p.decision,
@@ -129,21 +129,5 @@ impl Drop for Recorder {
             }
         }
         self.write();
-    }
-}
-
-/// RESPONSE_FLAGS as Envoy prints them: short names joined by `,`, `-` for none.
-pub fn flags_label(flags: ResponseFlags, out: &mut String) {
-    if flags.is_empty() {
-        out.push('-');
-        return;
-    }
-    for (flag, short) in ResponseFlags::ALL {
-        if flags.contains(*flag) {
-            if !out.is_empty() {
-                out.push(',');
-            }
-            out.push_str(short);
-        }
     }
 }

@@ -1,8 +1,26 @@
 //! Where audit lines go: a file or stdout, written by a thread of its own so disk I/O
 //! never blocks the data path.
+//!
+//! [`AuditSink::send`] only counts and enqueues. The queue is an unbounded channel whose
+//! *lines* are bounded by a counter, so a full queue drops the line (counted) while the
+//! control messages (reopen, close) are never refused and keep their place in line
+//! order: lines sent before a reopen go to the old file, lines after it to the new.
+//! The writer flushes its `BufWriter` whenever the queue runs empty, so `tail -f` sees
+//! lines promptly and bursts still cost one write per buffer.
 
+use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use writer::{Output, Writer};
+
+mod writer;
 
 /// Where lines are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,37 +32,189 @@ pub enum AuditTarget {
 }
 
 /// The writer's handle: queue lines, reopen, flush.
-#[derive(Debug)]
-pub struct AuditSink {}
+pub struct AuditSink {
+    tx: mpsc::Sender<Message>,
+    shared: Arc<Shared>,
+    tail: broadcast::Sender<Arc<str>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+enum Message {
+    Line(String),
+    Reopen,
+    Close,
+}
+
+/// State shared by the handle and the writer thread.
+struct Shared {
+    capacity: usize,
+    /// Lines in the channel now; bounded by `capacity`.
+    queued: AtomicUsize,
+    /// Lines accepted into the queue since the start.
+    accepted: AtomicU64,
+    written: AtomicU64,
+    dropped: AtomicU64,
+    write_errors: AtomicU64,
+    closed: AtomicBool,
+    progress: Mutex<Progress>,
+    progressed: Condvar,
+}
+
+/// What the writer has finished, for `flush` and `close` to wait on.
+#[derive(Default)]
+struct Progress {
+    /// Lines taken off the queue and flushed (or failed).
+    done: u64,
+    stopped: bool,
+}
+
+/// How long the writer waits for a line before reporting pending drops anyway.
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// Live-tail subscribers that fall this many lines behind lose lines (they see `Lagged`).
+const TAIL_CAPACITY: usize = 1024;
+const BUFFER_BYTES: usize = 64 * 1024;
+/// Messages handled between two flushes under sustained load, so `flush` sees progress.
+const MAX_BATCH: usize = 1024;
 
 impl AuditSink {
-    /// Opens the targets.
+    /// Opens every target and starts the writer thread; at most `capacity` lines wait
+    /// in the queue (at least 1).
     ///
-    /// Fails when a file cannot be opened.
-    pub fn open(targets: Vec<AuditTarget>, capacity: usize) -> std::io::Result<Self> {
-        let _ = (targets, capacity);
-        Ok(Self {})
+    /// Fails when a file cannot be opened for appending (the error names its path) or
+    /// the thread cannot be started.
+    pub fn open(targets: Vec<AuditTarget>, capacity: usize) -> io::Result<AuditSink> {
+        let outputs = targets
+            .into_iter()
+            .map(Output::open)
+            .collect::<io::Result<Vec<_>>>()?;
+        let shared = Arc::new(Shared {
+            capacity: capacity.max(1),
+            queued: AtomicUsize::new(0),
+            accepted: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            progress: Mutex::new(Progress::default()),
+            progressed: Condvar::new(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let (tail, _) = broadcast::channel(TAIL_CAPACITY);
+        let writer = Writer::new(rx, outputs, Arc::clone(&shared), tail.clone());
+        let thread = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run())?;
+        Ok(AuditSink {
+            tx,
+            shared,
+            tail,
+            thread: Mutex::new(Some(thread)),
+        })
     }
-    /// Queues one line (with its newline); never blocks.
+
+    /// Queues one line (with its newline); never blocks. When the queue is full, or the
+    /// sink is closed, the line is dropped and counted.
     pub fn send(&self, line: String) {
-        let _ = line;
+        let shared = &*self.shared;
+        if shared.closed.load(Ordering::Relaxed) {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
+            shared.queued.fetch_sub(1, Ordering::AcqRel);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.send(Message::Line(line)) {
+            Ok(()) => {
+                shared.accepted.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(_) => {
+                // The writer has stopped.
+                shared.queued.fetch_sub(1, Ordering::AcqRel);
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
-    /// Reopens files.
-    pub fn reopen(&self) {}
-    /// Flushes.
-    pub fn flush(&self, timeout: Duration) {
-        let _ = timeout;
+
+    /// Reopens the files by path (logrotate, SIGHUP): lines sent before this call go to
+    /// the old file, lines after it to the new one. Asynchronous; never blocks. A file
+    /// that cannot be reopened is logged and keeps its old handle.
+    pub fn reopen(&self) {
+        let _ = self.tx.send(Message::Reopen);
     }
-    /// Drains and stops.
-    pub fn close(&self, timeout: Duration) {
-        let _ = timeout;
+
+    /// Waits until every line queued before this call is written and flushed, at most
+    /// `timeout`. Returns whether that happened in time.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let target = self.shared.accepted.load(Ordering::Acquire);
+        let progress = self.shared.lock_progress();
+        let (progress, _) = self
+            .shared
+            .progressed
+            .wait_timeout_while(progress, timeout, |p| p.done < target && !p.stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        progress.done >= target
     }
-    /// Lines written.
+
+    /// Stops accepting lines, writes and flushes what is queued, and stops the writer,
+    /// waiting at most `timeout`. Returns whether the writer finished in time. Lines
+    /// sent afterwards are dropped and counted. Used on SIGTERM.
+    pub fn close(&self, timeout: Duration) -> bool {
+        self.shared.closed.store(true, Ordering::Relaxed);
+        let _ = self.tx.send(Message::Close);
+        let progress = self.shared.lock_progress();
+        let (progress, _) = self
+            .shared
+            .progressed
+            .wait_timeout_while(progress, timeout, |p| !p.stopped)
+            .unwrap_or_else(|e| e.into_inner());
+        let stopped = progress.stopped;
+        drop(progress);
+        if stopped {
+            let handle = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(handle) = handle {
+                let _ = handle.join();
+            }
+        }
+        stopped
+    }
+
+    /// Lines written to every target without error.
     pub fn written(&self) -> u64 {
-        0
+        self.shared.written.load(Ordering::Relaxed)
     }
-    /// Lines dropped.
+
+    /// Lines dropped because the queue was full or the sink closed.
     pub fn dropped(&self) -> u64 {
-        0
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Lines (or flushes) that failed to reach a target, e.g. on a full disk.
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// A live tail of the lines as they are written (each with its newline). Costs
+    /// nothing while nobody subscribes; a subscriber that falls behind sees `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<str>> {
+        self.tail.subscribe()
+    }
+}
+
+impl std::fmt::Debug for AuditSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditSink")
+            .field("capacity", &self.shared.capacity)
+            .field("written", &self.written())
+            .field("dropped", &self.dropped())
+            .field("write_errors", &self.write_errors())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    fn lock_progress(&self) -> MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -1,76 +1,397 @@
 //! Policy documents → a compiled [`Policy`](super::Policy), with every error reported
 //! as `file:line: field.path: message`.
+//!
+//! Each file is parsed on its own, so a syntax error in one still lets the others be
+//! checked; then the documents merge (lists concatenate, names are unique across files,
+//! `defaults` appears at most once) and every value is validated, collecting all errors.
 
-use std::fmt;
-use std::path::Path;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::Policy;
+use super::document::{DefaultsDoc, Document, LineIndex, ListenerDoc, Protocol, RuleDoc};
+use super::hosts::{parse_pattern, HostMatcher};
+use super::values::{
+    check_name, dedup, parse_duration, parse_endpoint, parse_ip, parse_source, serde_error,
+};
+use super::{Defaults, Listener, Policy, Route, Rule};
+use super::{PolicyError, PolicyErrors, PolicyFile};
+use crate::wire::host::parse_authority;
 
-/// One policy document: its display name (a path) and its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyFile {
-    /// Where it came from, as printed in errors (`policies/a.yaml`).
-    pub name: String,
-    /// The YAML text.
-    pub text: String,
-}
+// Also reachable here, where the policy is compiled.
+pub use super::store::load_dir;
 
-/// One problem in a policy set.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    /// The file's display name.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Field path, e.g. `rules[3].ports[0]`; empty for the whole document.
-    pub path: String,
-    /// What is wrong, naming the value and the limit.
-    pub message: String,
-}
-
-impl fmt::Display for PolicyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
-
-/// Every problem found in a policy set; never empty.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyErrors(pub Vec<PolicyError>);
-
-impl fmt::Display for PolicyErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for PolicyErrors {}
-
-/// Compiles a set of documents that merge into one policy.
+/// Compiles a set of documents that merge into one policy. No documents, or documents
+/// without content, give the empty policy (deny mode).
 ///
 /// Fails with every error found when any document is invalid.
 pub fn compile(files: &[PolicyFile]) -> Result<Policy, PolicyErrors> {
-    let _ = files;
-    Err(PolicyErrors(vec![]))
+    let mut cx = Compiler::default();
+    let docs: Vec<Parsed<'_>> = files.iter().filter_map(|file| cx.parse(file)).collect();
+    let defaults = cx.defaults(&docs);
+    let listeners = cx.listeners(&docs);
+    let (rules, hosts) = cx.rules(&docs, &defaults);
+    if !cx.errors.is_empty() {
+        let order: HashMap<&str, usize> = files
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.as_str(), i))
+            .collect();
+        cx.errors
+            .sort_by_key(|e| (order.get(e.file.as_str()).copied(), e.line));
+        return Err(PolicyErrors(cx.errors));
+    }
+    Ok(Policy {
+        defaults,
+        listeners,
+        rules,
+        hosts,
+        sources: files.to_vec(),
+    })
+}
+/// A document that parsed, with what errors need to point into it.
+struct Parsed<'a> {
+    file: &'a str,
+    doc: Document,
+    lines: LineIndex,
 }
 
-/// Reads every top-level `*.yaml` / `*.yml` of `dir` (sorted by name) and compiles them.
-///
-/// Fails when the directory cannot be read or the set does not compile.
-pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    let _ = dir;
-    Err(PolicyErrors(vec![]))
+#[derive(Default)]
+struct Compiler {
+    errors: Vec<PolicyError>,
+}
+
+impl Compiler {
+    fn error(&mut self, at: &Parsed<'_>, path: String, message: String) {
+        self.errors.push(PolicyError {
+            file: at.file.to_owned(),
+            line: at.lines.line(&path),
+            path,
+            message,
+        });
+    }
+
+    fn parse<'a>(&mut self, file: &'a PolicyFile) -> Option<Parsed<'a>> {
+        match serde_yaml::from_str::<Option<Document>>(&file.text) {
+            Ok(doc) => Some(Parsed {
+                file: &file.name,
+                doc: doc.unwrap_or_default(),
+                lines: LineIndex::new(&file.text),
+            }),
+            Err(e) => {
+                self.errors.push(serde_error(&file.name, &e));
+                None
+            }
+        }
+    }
+
+    fn defaults(&mut self, docs: &[Parsed<'_>]) -> Defaults {
+        let mut out = Defaults::default();
+        let mut first: Option<(&Parsed<'_>, &DefaultsDoc)> = None;
+        for at in docs {
+            let Some(doc) = &at.doc.defaults else {
+                continue;
+            };
+            if let Some((prev, _)) = first {
+                let place = place(prev, "defaults");
+                let message = format!("defaults already given in {place}; a set has one");
+                self.error(at, "defaults".into(), message);
+                continue;
+            }
+            first = Some((at, doc));
+            out.mode = doc.mode.unwrap_or_default();
+            out.allow_private = doc.allow_private.unwrap_or(false);
+            if let Some(t) = self.timeout(at, "defaults", "connect_timeout", &doc.connect_timeout) {
+                out.connect_timeout = t;
+            }
+            if let Some(raw) = &doc.request_timeout {
+                match parse_duration(raw) {
+                    Ok(t) => out.request_timeout = (!t.is_zero()).then_some(t),
+                    Err(m) => self.error(at, "defaults.request_timeout".into(), m),
+                }
+            }
+            if let Some(t) = self.timeout(at, "defaults", "idle_timeout", &doc.idle_timeout) {
+                out.idle_timeout = t;
+            }
+        }
+        out
+    }
+
+    /// A timeout that must be more than zero.
+    fn timeout(
+        &mut self,
+        at: &Parsed<'_>,
+        parent: &str,
+        field: &str,
+        raw: &Option<String>,
+    ) -> Option<Duration> {
+        let raw = raw.as_ref()?;
+        let path = format!("{parent}.{field}");
+        match parse_duration(raw) {
+            Ok(t) if t.is_zero() => {
+                let message = format!("{raw:?} is not a valid {field} (more than 0)");
+                self.error(at, path, message);
+                None
+            }
+            Ok(t) => Some(t),
+            Err(m) => {
+                self.error(at, path, m);
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, at: &Parsed<'_>, path: String, value: i64) -> Option<u16> {
+        match u16::try_from(value) {
+            Ok(port) if port != 0 => Some(port),
+            _ => {
+                self.error(at, path, format!("{value} is not a port (1-65535)"));
+                None
+            }
+        }
+    }
+
+    fn name(&mut self, at: &Parsed<'_>, path: String, name: &str) {
+        if let Err(message) = check_name(name) {
+            self.error(at, path, message);
+        }
+    }
+
+    fn listeners(&mut self, docs: &[Parsed<'_>]) -> Vec<Listener> {
+        let mut out: Vec<Listener> = Vec::new();
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        let mut bound: Vec<(IpAddr, u16, String, String)> = Vec::new();
+        for at in docs {
+            for (i, doc) in at.doc.listeners.iter().enumerate() {
+                let path = format!("listeners[{i}]");
+                let here = place(at, &format!("{path}.name"));
+                self.name(at, format!("{path}.name"), &doc.name);
+                if let Some(prev) = seen.get(doc.name.as_str()) {
+                    let message = format!("listener name {:?} already used in {prev}", doc.name);
+                    self.error(at, format!("{path}.name"), message);
+                } else {
+                    seen.insert(&doc.name, here.clone());
+                }
+                let Some(listener) = self.listener(at, &path, doc) else {
+                    continue;
+                };
+                let clash = bound.iter().find(|(ip, port, _, _)| {
+                    *port == listener.port
+                        && (*ip == listener.address
+                            || ip.is_unspecified()
+                            || listener.address.is_unspecified())
+                });
+                if let Some((ip, port, name, prev)) = clash {
+                    let message = format!(
+                        "{} port {} overlaps listener {name:?} on {ip} port {port} ({prev})",
+                        listener.address, listener.port
+                    );
+                    self.error(at, format!("{path}.port"), message);
+                }
+                bound.push((listener.address, listener.port, doc.name.clone(), here));
+                out.push(listener);
+            }
+        }
+        out
+    }
+
+    fn listener(&mut self, at: &Parsed<'_>, path: &str, doc: &ListenerDoc) -> Option<Listener> {
+        let port = self.port(at, format!("{path}.port"), doc.port);
+        let address = match &doc.address {
+            None => Some(IpAddr::from([0, 0, 0, 0])),
+            Some(raw) => match parse_ip(raw) {
+                Some(ip) => Some(ip),
+                None => {
+                    let message = format!("{raw:?} is not an IP address");
+                    self.error(at, format!("{path}.address"), message);
+                    None
+                }
+            },
+        };
+        let forward_to = match (&doc.forward_to, doc.protocol) {
+            (None, Protocol::Tcp) => {
+                let message = format!("tcp listener {:?} needs forward_to (host:port)", doc.name);
+                self.error(at, path.to_owned(), message);
+                None
+            }
+            (None, _) => None,
+            (Some(_), protocol) if protocol != Protocol::Tcp => {
+                let message = "forward_to is only for tcp listeners".to_owned();
+                self.error(at, format!("{path}.forward_to"), message);
+                None
+            }
+            (Some(raw), _) => match parse_authority(raw) {
+                Ok((host, Some(port))) if !raw.contains('*') => Some((host, port)),
+                _ => {
+                    let message = format!("{raw:?} is not a destination (host:port)");
+                    self.error(at, format!("{path}.forward_to"), message);
+                    None
+                }
+            },
+        };
+        let target_port = match doc.target_port {
+            Some(value) => self.port(at, format!("{path}.target_port"), value),
+            None => Some(match doc.protocol {
+                Protocol::Http | Protocol::Connect => 80,
+                Protocol::Tls => 443,
+                Protocol::Dns => 53,
+                Protocol::Tcp => forward_to.as_ref().map_or(0, |(_, port)| *port),
+            }),
+        };
+        Some(Listener {
+            name: doc.name.clone(),
+            address: address?,
+            port: port?,
+            protocol: doc.protocol,
+            target_port: target_port?,
+            forward_to,
+        })
+    }
+
+    fn rules(&mut self, docs: &[Parsed<'_>], defaults: &Defaults) -> (Vec<Arc<Rule>>, HostMatcher) {
+        // Rules name listeners as written, valid or not, so that one bad listener
+        // does not also fail every rule that names it.
+        let declared: Vec<&str> = docs
+            .iter()
+            .flat_map(|at| at.doc.listeners.iter().map(|l| l.name.as_str()))
+            .collect();
+        let mut rules = Vec::new();
+        let mut hosts = HostMatcher::default();
+        let mut seen: HashMap<&str, String> = HashMap::new();
+        for at in docs {
+            for (i, doc) in at.doc.rules.iter().enumerate() {
+                let path = format!("rules[{i}]");
+                self.name(at, format!("{path}.name"), &doc.name);
+                if let Some(prev) = seen.get(doc.name.as_str()) {
+                    let message = format!("rule name {:?} already used in {prev}", doc.name);
+                    self.error(at, format!("{path}.name"), message);
+                } else {
+                    seen.insert(&doc.name, place(at, &format!("{path}.name")));
+                }
+                let Some(rule) = self.rule(at, &path, doc, defaults, &declared) else {
+                    continue;
+                };
+                let index = u32::try_from(rules.len()).unwrap_or(u32::MAX);
+                for pattern in &rule.hosts {
+                    hosts.insert(pattern, index);
+                }
+                rules.push(Arc::new(rule));
+            }
+        }
+        (rules, hosts)
+    }
+
+    fn rule(
+        &mut self,
+        at: &Parsed<'_>,
+        path: &str,
+        doc: &RuleDoc,
+        defaults: &Defaults,
+        declared: &[&str],
+    ) -> Option<Rule> {
+        let before = self.errors.len();
+        let mut hosts = Vec::new();
+        if doc.hosts.is_empty() {
+            self.error(at, format!("{path}.hosts"), "empty hosts list".into());
+        }
+        for (j, raw) in doc.hosts.iter().enumerate() {
+            match parse_pattern(raw) {
+                Ok(p) if !hosts.contains(&p) => hosts.push(p),
+                Ok(_) => {}
+                Err(e) => self.error(at, format!("{path}.hosts[{j}]"), e.to_string()),
+            }
+        }
+        let ports = self.list(at, path, "ports", doc.ports.as_deref(), |cx, p, v| {
+            cx.port(at, p, *v)
+        });
+        let sources = self.list(at, path, "sources", doc.sources.as_deref(), |cx, p, raw| {
+            let source = parse_source(raw);
+            if let Err(m) = &source {
+                cx.error(at, p, m.clone());
+            }
+            source.ok()
+        });
+        let listeners = self.list(
+            at,
+            path,
+            "listeners",
+            doc.listeners.as_deref(),
+            |cx, p, n| {
+                if !declared.contains(&n.as_str()) {
+                    let known = declared.join(", ");
+                    cx.error(at, p, format!("{n:?} is not a declared listener ({known})"));
+                }
+                Some(n.clone())
+            },
+        );
+        let mut endpoints = Vec::new();
+        for (j, raw) in doc.endpoints.iter().flatten().enumerate() {
+            match parse_endpoint(raw) {
+                Some(addr) => endpoints.push(addr),
+                None => {
+                    let message = format!("{raw:?} is not an endpoint (ip:port or ip)");
+                    self.error(at, format!("{path}.endpoints[{j}]"), message);
+                }
+            }
+        }
+        let connect = self.timeout(at, path, "connect_timeout", &doc.connect_timeout);
+        let idle = self.timeout(at, path, "idle_timeout", &doc.idle_timeout);
+        let mut request_timeout = defaults.request_timeout;
+        if let Some(raw) = &doc.request_timeout {
+            match parse_duration(raw) {
+                Ok(t) => request_timeout = (!t.is_zero()).then_some(t),
+                Err(m) => self.error(at, format!("{path}.request_timeout"), m),
+            }
+        }
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(Rule {
+            name: doc.name.clone(),
+            hosts,
+            action: doc.action,
+            ports: ports.map(dedup),
+            sources: sources.unwrap_or_default(),
+            listeners: listeners.map(dedup),
+            route: Route {
+                connect_timeout: connect.unwrap_or(defaults.connect_timeout),
+                request_timeout,
+                idle_timeout: idle.unwrap_or(defaults.idle_timeout),
+                endpoints,
+                tls_origination: doc.tls_origination.unwrap_or(false),
+                allow_private: doc.allow_private.unwrap_or(defaults.allow_private),
+            },
+        })
+    }
+
+    /// An optional list that, when present, may not be empty (omitting it means "any").
+    fn list<T, U>(
+        &mut self,
+        at: &Parsed<'_>,
+        parent: &str,
+        field: &str,
+        items: Option<&[T]>,
+        mut item: impl FnMut(&mut Self, String, &T) -> Option<U>,
+    ) -> Option<Vec<U>> {
+        let items = items?;
+        if items.is_empty() {
+            let message = format!("empty {field} list (omit {field} to match any)");
+            self.error(at, format!("{parent}.{field}"), message);
+        }
+        let out = items
+            .iter()
+            .enumerate()
+            .filter_map(|(j, v)| item(self, format!("{parent}.{field}[{j}]"), v))
+            .collect();
+        Some(out)
+    }
+}
+
+/// `file:line` of `path` in a document, for messages that point to another place.
+fn place(at: &Parsed<'_>, path: &str) -> String {
+    match at.lines.line(path) {
+        Some(line) => format!("{}:{line}", at.file),
+        None => at.file.to_owned(),
+    }
 }

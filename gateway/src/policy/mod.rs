@@ -8,7 +8,11 @@ pub mod compile;
 pub mod document;
 pub mod hosts;
 pub mod store;
+#[cfg(test)]
+mod tests;
+mod values;
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +20,63 @@ use std::time::Duration;
 use crate::source::Source;
 use crate::wire::host::Host;
 
-pub use compile::{compile, load_dir, PolicyError, PolicyErrors, PolicyFile};
+pub use compile::compile;
 pub use document::{Action, Mode, Protocol};
+pub use hosts::HostPattern;
+pub use store::{load_dir, PolicyStore, PolicyWatcher};
+
+/// One policy document: its display name (a path) and its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFile {
+    /// Where it came from, as printed in errors (`policies/a.yaml`).
+    pub name: String,
+    /// The YAML text.
+    pub text: String,
+}
+
+/// One problem in a policy set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The file's display name.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Field path, e.g. `rules[3].ports[0]`; empty for the whole document.
+    pub path: String,
+    /// What is wrong, naming the value and the limit.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a policy set; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyErrors(pub Vec<PolicyError>);
+
+impl fmt::Display for PolicyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for PolicyErrors {}
 
 /// A compiled, immutable policy set.
 #[derive(Debug)]
@@ -68,6 +127,8 @@ pub struct Listener {
 pub struct Rule {
     /// Unique name; ROUTE_NAME in the audit line.
     pub name: String,
+    /// The host patterns it lists, canonical.
+    pub hosts: Vec<HostPattern>,
     /// Allow or deny.
     pub action: Action,
     /// Destination ports; `None` = any.
@@ -98,7 +159,8 @@ pub struct Route {
     pub request_timeout: Option<Duration>,
     /// Tunnel idle timeout.
     pub idle_timeout: Duration,
-    /// Static addresses instead of DNS (Istio resolution STATIC).
+    /// Static addresses instead of DNS (Istio resolution STATIC). Port 0 stands for the
+    /// destination port (an entry written as a bare `ip`); see [`Route::endpoint_addrs`].
     pub endpoints: Vec<SocketAddr>,
     /// Speak TLS to the upstream (http listeners).
     pub tls_origination: bool,
@@ -140,17 +202,79 @@ pub enum Verdict {
 }
 
 impl Policy {
+    /// A policy with no listeners and no rules, in deny mode: what an empty policy
+    /// directory compiles to.
+    pub fn empty() -> Self {
+        Self {
+            defaults: Defaults::default(),
+            listeners: Vec::new(),
+            rules: Vec::new(),
+            hosts: hosts::HostMatcher::default(),
+            sources: Vec::new(),
+        }
+    }
+
     /// Decides one query. Cost grows with the host's labels, not the number of rules.
+    ///
+    /// The most specific group of host patterns with a rule that also matches the port,
+    /// listener and source decides; within it deny wins, else the first allowing rule in
+    /// document order. No such rule: the mode decides. Audit mode never refuses: what
+    /// would be denied (by a rule or by default) is [`Verdict::WouldDeny`].
+    ///
+    /// An IP-literal destination is matched only by rules that list that address: not
+    /// by `*.suffix` patterns, and not by a lone `*` either, which means "any name" —
+    /// so `*` never opens every address to a client that skips DNS.
     pub fn decide(&self, query: &Query<'_>) -> Decision {
-        let _ = query;
+        for group in self.hosts.lookup(query.host) {
+            let mut allowing = None;
+            for &index in group {
+                let Some(rule) = self.rules.get(index as usize) else {
+                    continue;
+                };
+                if !rule.applies(query) {
+                    continue;
+                }
+                match rule.action {
+                    Action::Deny => return self.denied(Some(rule)),
+                    Action::Allow => {
+                        allowing.get_or_insert(rule);
+                    }
+                }
+            }
+            if let Some(rule) = allowing {
+                return Decision {
+                    verdict: Verdict::Allow,
+                    rule: Some(Arc::clone(rule)),
+                };
+            }
+        }
+        match self.defaults.mode {
+            Mode::Allow => Decision {
+                verdict: Verdict::Allow,
+                rule: None,
+            },
+            Mode::Deny | Mode::Audit => self.denied(None),
+        }
+    }
+
+    fn denied(&self, rule: Option<&Arc<Rule>>) -> Decision {
         Decision {
             verdict: match self.defaults.mode {
-                Mode::Allow => Verdict::Allow,
-                Mode::Deny => Verdict::Deny,
                 Mode::Audit => Verdict::WouldDeny,
+                Mode::Deny | Mode::Allow => Verdict::Deny,
             },
-            rule: None,
+            rule: rule.cloned(),
         }
+    }
+
+    /// The listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<&Listener> {
+        self.listeners.iter().find(|l| l.name == name)
+    }
+
+    /// The rule named `name`.
+    pub fn rule(&self, name: &str) -> Option<&Arc<Rule>> {
+        self.rules.iter().find(|r| r.name == name)
     }
 
     /// The settings for traffic that `decision` lets out.
@@ -191,5 +315,70 @@ impl Policy {
     /// The documents this policy was compiled from.
     pub fn sources(&self) -> &[PolicyFile] {
         &self.sources
+    }
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Deny,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: None,
+            idle_timeout: Duration::from_secs(3600),
+            allow_private: false,
+        }
+    }
+}
+
+impl Rule {
+    /// Whether the query's port, listener and source are ones this rule covers (its
+    /// hosts are matched by the [`hosts::HostMatcher`]).
+    pub fn applies(&self, query: &Query<'_>) -> bool {
+        self.ports.as_ref().is_none_or(|p| p.contains(&query.port))
+            && self
+                .listeners
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|name| name == query.listener))
+            && (self.sources.is_empty() || self.sources.iter().any(|s| s.matches(query.source)))
+    }
+}
+
+impl SourceMatch {
+    /// Whether `source` is one this entry names. An IPv4-mapped IPv6 peer address (a
+    /// dual-stack listener) matches as the IPv4 address it carries.
+    pub fn matches(&self, source: &Source) -> bool {
+        match self {
+            SourceMatch::Net(net) => net.contains(&source.addr.ip().to_canonical()),
+            SourceMatch::Identity(pattern) => {
+                let Some(identity) = &source.identity else {
+                    return false;
+                };
+                match pattern.strip_suffix('*') {
+                    // Validation guarantees the prefix ends in `/`.
+                    Some(prefix) => identity.starts_with(prefix),
+                    None => identity == pattern,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SourceMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceMatch::Net(net) => write!(f, "{net}"),
+            SourceMatch::Identity(id) => f.write_str(id),
+        }
+    }
+}
+
+impl Route {
+    /// The static endpoints for a destination on `port`: entries written without a port
+    /// take the destination's.
+    pub fn endpoint_addrs(&self, port: u16) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.endpoints.iter().map(move |e| match e.port() {
+            0 => SocketAddr::new(e.ip(), port),
+            _ => *e,
+        })
     }
 }

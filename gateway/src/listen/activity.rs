@@ -3,6 +3,7 @@
 //! keep-alive connection resting between requests (closed quietly after the idle
 //! timeout).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -33,6 +34,7 @@ pub enum Phase {
 pub struct Activity {
     epoch: Instant,
     state: AtomicU8,
+    framing: AtomicU8,
     since_micros: AtomicU64,
     in_flight: AtomicUsize,
     changed: Notify,
@@ -44,6 +46,7 @@ impl Activity {
         Arc::new(Self {
             epoch: Instant::now(),
             state: AtomicU8::new(IDLE),
+            framing: AtomicU8::new(0),
             since_micros: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -85,9 +88,84 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
-    fn bytes_read(&self) {
+    /// Whether the request head just received carried both `Content-Length` and
+    /// `Transfer-Encoding`. hyper drops the former silently; a gateway must refuse the
+    /// pair, since another hop may frame the body by the other one.
+    pub fn head_had_both_lengths(&self) -> bool {
+        self.framing.swap(0, Ordering::AcqRel) == CONTENT_LENGTH | TRANSFER_ENCODING
+    }
+
+    /// Returns true when these bytes start a new request head.
+    fn bytes_read(&self) -> bool {
         if self.state.load(Ordering::Acquire) == IDLE {
+            self.framing.store(0, Ordering::Release);
             self.set(HEAD);
+            return true;
+        }
+        false
+    }
+}
+
+const CONTENT_LENGTH: u8 = 1;
+const TRANSFER_ENCODING: u8 = 2;
+
+/// Notes which framing headers a request head names, as its bytes arrive, without
+/// parsing it: the start of each line up to `:` is compared with the two names.
+#[derive(Debug, Default)]
+struct HeadScan {
+    active: bool,
+    line_start: bool,
+    in_name: bool,
+    name: [u8; 18],
+    len: usize,
+}
+
+impl HeadScan {
+    fn start(&mut self) {
+        *self = HeadScan {
+            active: true,
+            line_start: false,
+            in_name: false,
+            ..HeadScan::default()
+        };
+    }
+
+    fn feed(&mut self, bytes: &[u8], framing: &AtomicU8) {
+        for &b in bytes {
+            if !self.active {
+                return;
+            }
+            if b == b'\n' {
+                if self.line_start {
+                    // An empty line: the head is over; what follows is body.
+                    self.active = false;
+                }
+                self.line_start = true;
+                self.in_name = true;
+                self.len = 0;
+                continue;
+            }
+            if b == b'\r' {
+                continue;
+            }
+            self.line_start = false;
+            if !self.in_name {
+                continue;
+            }
+            if b == b':' {
+                self.in_name = false;
+                let flag = match &self.name[..self.len] {
+                    b"content-length" => CONTENT_LENGTH,
+                    b"transfer-encoding" => TRANSFER_ENCODING,
+                    _ => 0,
+                };
+                framing.fetch_or(flag, Ordering::AcqRel);
+            } else if self.len < self.name.len() {
+                self.name[self.len] = b.to_ascii_lowercase();
+                self.len += 1;
+            } else {
+                self.in_name = false;
+            }
         }
     }
 }
@@ -104,17 +182,65 @@ impl Drop for InFlight {
     }
 }
 
-/// A socket that reports reads to its connection's [`Activity`].
+/// How long, and how much, a closing connection keeps reading what the client still
+/// sends, so the last response (a 400 or 431) is not destroyed by a TCP reset.
+const LINGER_TIME: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// A socket that reports reads to its connection's [`Activity`], and closes lingering.
 #[derive(Debug)]
 pub struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    linger: Option<Linger>,
+    scan: HeadScan,
+}
+
+#[derive(Debug)]
+struct Linger {
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    drained: usize,
 }
 
 impl<S> Tracked<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+        Self {
+            inner,
+            activity,
+            linger: None,
+            scan: HeadScan::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> u8 {
+        let framing = AtomicU8::new(0);
+        let mut scan = HeadScan::default();
+        scan.start();
+        for chunk in chunks {
+            scan.feed(chunk, &framing);
+        }
+        framing.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn both_framing_headers_are_noticed_in_any_case_and_split() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-length: 5\r\n\r\n";
+        assert_eq!(scan(&[head]), CONTENT_LENGTH | TRANSFER_ENCODING);
+        let split: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(scan(&split), CONTENT_LENGTH | TRANSFER_ENCODING);
+    }
+
+    #[test]
+    fn body_bytes_and_values_are_not_headers() {
+        let head = b"POST / HTTP/1.1\r\nX-Note: content-length: 1\r\nContent-Length: 19\r\n\r\ntransfer-encoding: x";
+        assert_eq!(scan(&[head]), CONTENT_LENGTH);
+        assert_eq!(scan(&[b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n"]), 0);
     }
 }
 
@@ -127,13 +253,18 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.bytes_read();
+            let this = &mut *self;
+            if this.activity.bytes_read() {
+                this.scan.start();
+            }
+            this.scan
+                .feed(&buf.filled()[before..], &this.activity.framing);
         }
         polled
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -146,8 +277,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Shuts the write side, then reads and discards what the client still sends until
+    /// it closes, or for a bounded time and size: closing with unread bytes would send a
+    /// reset that can destroy the response the client has not read yet.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some(Linger {
+                deadline: Box::pin(tokio::time::sleep(LINGER_TIME)),
+                drained: 0,
+            });
+        }
+        let Some(linger) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 4096];
+        loop {
+            if linger.drained >= LINGER_BYTES || linger.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => linger.drained += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 
     fn poll_write_vectored(

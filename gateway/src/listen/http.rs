@@ -68,7 +68,8 @@ pub(crate) async fn serve_connection(
     let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
-        .max_buf_size(ctx.limits.max_header_bytes)
+        .max_header_size(ctx.limits.max_header_bytes)
+        .max_buf_size(ctx.limits.max_header_bytes.max(64 * 1024) + 16 * 1024)
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(served);
@@ -205,6 +206,12 @@ async fn exchange(
     recorder: &mut Recorder,
     body_failed: &Arc<AtomicBool>,
 ) -> Result<Exchanged, EgressError> {
+    if conn.activity.head_had_both_lengths() {
+        return Err(bad(
+            "transfer_encoding_with_content_length",
+            "the request has both Transfer-Encoding and Content-Length",
+        ));
+    }
     refuse_smuggling(req.headers())?;
     let destination = destination(&req, &conn.spec)?;
     let source = Source::from_addr(conn.peer);

@@ -98,6 +98,7 @@ async fn smuggling_shapes_never_reach_the_upstream() {
     let a = s.authority("api.example.com");
     let shapes = [
         format!("POST / HTTP/1.1\r\nHost: {a}\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+        format!("POST / HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked, xchunked\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
         format!("POST / HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n0\r\n\r\n"),

@@ -134,17 +134,7 @@ impl Egress {
                 })?;
             with_port(&ips, destination.port)
         } else {
-            route
-                .endpoints
-                .iter()
-                .map(|e| {
-                    if e.port() == 0 {
-                        SocketAddr::new(e.ip(), destination.port)
-                    } else {
-                        *e
-                    }
-                })
-                .collect()
+            route.endpoint_addrs(destination.port).collect()
         };
         let mut refused = None;
         let allowed: Vec<SocketAddr> = candidates
@@ -171,5 +161,72 @@ impl Egress {
             }
             _ => Ok(allowed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::policy::Policy;
+
+    fn egress() -> Egress {
+        Egress {
+            store: PolicyStore::from_policy(Policy::empty()),
+            resolver: Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
+            pool: Pool::new(),
+            metrics: Metrics::new(prometheus::Registry::new()).unwrap(),
+        }
+    }
+
+    fn route(endpoints: &[&str], allow_private: bool) -> Route {
+        let mut route = Policy::empty().default_route();
+        route.endpoints = endpoints.iter().map(|e| e.parse().unwrap()).collect();
+        route.allow_private = allow_private;
+        route
+    }
+
+    fn destination() -> Destination {
+        Destination {
+            host: Host::Name("api.example.com".into()),
+            port: 443,
+        }
+    }
+
+    #[tokio::test]
+    async fn mixed_answers_keep_only_what_the_guard_passes() {
+        let addrs = egress()
+            .addresses(&route(&["10.0.0.1:0", "8.8.8.8:0", "169.254.169.254:0"], false), &destination())
+            .await
+            .unwrap();
+        assert_eq!(addrs, vec!["8.8.8.8:443".parse().unwrap()]);
+    }
+
+    #[tokio::test]
+    async fn nothing_left_is_refused_with_the_first_class_and_counted() {
+        let egress = egress();
+        let err = egress
+            .addresses(&route(&["169.254.169.254:80", "10.0.0.1:80"], false), &destination())
+            .await
+            .unwrap_err();
+        match err {
+            EgressError::AddressRefused { addr, class, .. } => {
+                assert_eq!(addr, IpAddr::V4(Ipv4Addr::new(169, 254, 169, 254)));
+                assert_eq!(class.as_str(), "link_local");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(egress.metrics.render().contains("egress_address_refused_total{class=\"link_local\"} 1"));
+    }
+
+    #[tokio::test]
+    async fn allow_private_lets_private_through_but_never_unspecified() {
+        let egress = egress();
+        let addrs = egress
+            .addresses(&route(&["10.0.0.1:80", "0.0.0.0:80"], true), &destination())
+            .await
+            .unwrap();
+        assert_eq!(addrs, vec!["10.0.0.1:80".parse().unwrap()]);
     }
 }

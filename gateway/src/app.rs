@@ -69,6 +69,29 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
 }
 
+/// The signals the daemon answers, installed before anything listens, so a signal
+/// that arrives during start-up is handled rather than killing the process.
+#[derive(Debug)]
+pub struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers for SIGTERM, SIGINT and SIGHUP.
+    ///
+    /// Fails when a handler cannot be installed.
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
 /// A running gateway.
 #[derive(Debug)]
 pub struct Gateway {
@@ -317,24 +340,19 @@ impl Gateway {
     }
 
     /// Serves until SIGTERM or SIGINT, reopening the audit log on SIGHUP, then drains.
-    ///
-    /// Fails only when signal handlers cannot be installed.
-    pub async fn run_until_signalled(self) -> std::io::Result<bool> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut hup = signal(SignalKind::hangup())?;
+    /// Returns whether everything in flight finished in time.
+    pub async fn run_until(self, mut signals: Signals) -> bool {
         loop {
             tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = hup.recv() => {
+                _ = signals.term.recv() => break,
+                _ = signals.int.recv() => break,
+                _ = signals.hup.recv() => {
                     tracing::info!("SIGHUP: reopening the audit log");
                     self.sink.reopen();
                 }
             }
         }
-        Ok(self.shutdown().await)
+        self.shutdown().await
     }
 
     /// Drains: readiness turns false, listeners stop accepting, work in flight finishes

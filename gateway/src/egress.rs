@@ -197,7 +197,10 @@ mod tests {
     #[tokio::test]
     async fn mixed_answers_keep_only_what_the_guard_passes() {
         let addrs = egress()
-            .addresses(&route(&["10.0.0.1:0", "8.8.8.8:0", "169.254.169.254:0"], false), &destination())
+            .addresses(
+                &route(&["10.0.0.1:0", "8.8.8.8:0", "169.254.169.254:0"], false),
+                &destination(),
+            )
             .await
             .unwrap();
         assert_eq!(addrs, vec!["8.8.8.8:443".parse().unwrap()]);
@@ -207,7 +210,10 @@ mod tests {
     async fn nothing_left_is_refused_with_the_first_class_and_counted() {
         let egress = egress();
         let err = egress
-            .addresses(&route(&["169.254.169.254:80", "10.0.0.1:80"], false), &destination())
+            .addresses(
+                &route(&["169.254.169.254:80", "10.0.0.1:80"], false),
+                &destination(),
+            )
             .await
             .unwrap_err();
         match err {
@@ -217,7 +223,10 @@ mod tests {
             }
             other => panic!("expected a refusal, got {other:?}"),
         }
-        assert!(egress.metrics.render().contains("egress_address_refused_total{class=\"link_local\"} 1"));
+        assert!(egress
+            .metrics
+            .render()
+            .contains("egress_address_refused_total{class=\"link_local\"} 1"));
     }
 
     #[tokio::test]

@@ -126,6 +126,13 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
+        let signals = match egress_gateway::app::Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("egress-gateway: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let gateway = match egress_gateway::app::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
@@ -138,13 +145,10 @@ fn main() -> ExitCode {
             env!("CARGO_PKG_VERSION"),
             gateway.describe()
         );
-        match gateway.run_until_signalled().await {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(3),
-            Err(e) => {
-                eprintln!("egress-gateway: {e}");
-                ExitCode::FAILURE
-            }
+        if gateway.run_until(signals).await {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(3)
         }
     })
 }

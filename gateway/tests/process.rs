@@ -1,6 +1,13 @@
 //! The `egress-gateway` binary as an operator runs it: start-up errors that name the
 //! port or the file and line, the shipped policies, and a clean SIGTERM.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test by panicking"
+)]
+
 use std::io::Read;
 use std::net::TcpListener;
 use std::path::Path;
@@ -183,4 +190,74 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
         audit.contains("rbac_access_denied_matched_policy[none]"),
         "{audit}"
     );
+}
+
+#[test]
+fn sighup_reopens_the_audit_log_for_logrotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    let port = free_port();
+    std::fs::write(
+        policies.join("p.yaml"),
+        format!("listeners: [{{name: http, port: {port}, address: 127.0.0.1, protocol: http}}]\n"),
+    )
+    .unwrap();
+    let mut child = gateway(dir.path(), &policies).spawn().unwrap();
+    let request = |host: &str| {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::Write;
+                let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                stream.write_all(head.as_bytes()).unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).unwrap();
+                return response;
+            }
+            assert!(Instant::now() < end, "the gateway listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let audit = dir.path().join("audit.log");
+    let rotated = dir.path().join("audit.log.1");
+    let wait_for = |path: &Path, needle: &str, within: Duration| {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .contains(needle)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    assert!(request("before.example").starts_with("HTTP/1.1 403"));
+    assert!(wait_for(&audit, "before.example", Duration::from_secs(10)));
+    std::fs::rename(&audit, &rotated).unwrap();
+    assert!(Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success());
+    // The signal arrives asynchronously: retry until a line lands in the new file.
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        assert!(request("after.example").starts_with("HTTP/1.1 403"));
+        if wait_for(&audit, "after.example", Duration::from_millis(500)) {
+            break;
+        }
+        assert!(Instant::now() < end, "no line reached the reopened file");
+    }
+    assert!(std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("before.example"));
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
 }

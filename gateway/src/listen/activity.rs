@@ -214,36 +214,6 @@ impl<S> Tracked<S> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scan(chunks: &[&[u8]]) -> u8 {
-        let framing = AtomicU8::new(0);
-        let mut scan = HeadScan::default();
-        scan.start();
-        for chunk in chunks {
-            scan.feed(chunk, &framing);
-        }
-        framing.load(Ordering::Relaxed)
-    }
-
-    #[test]
-    fn both_framing_headers_are_noticed_in_any_case_and_split() {
-        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-length: 5\r\n\r\n";
-        assert_eq!(scan(&[head]), CONTENT_LENGTH | TRANSFER_ENCODING);
-        let split: Vec<&[u8]> = head.chunks(1).collect();
-        assert_eq!(scan(&split), CONTENT_LENGTH | TRANSFER_ENCODING);
-    }
-
-    #[test]
-    fn body_bytes_and_values_are_not_headers() {
-        let head = b"POST / HTTP/1.1\r\nX-Note: content-length: 1\r\nContent-Length: 19\r\n\r\ntransfer-encoding: x";
-        assert_eq!(scan(&[head]), CONTENT_LENGTH);
-        assert_eq!(scan(&[b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n"]), 0);
-    }
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -317,5 +287,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> u8 {
+        let framing = AtomicU8::new(0);
+        let mut scan = HeadScan::default();
+        scan.start();
+        for chunk in chunks {
+            scan.feed(chunk, &framing);
+        }
+        framing.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn both_framing_headers_are_noticed_in_any_case_and_split() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-length: 5\r\n\r\n";
+        assert_eq!(scan(&[head]), CONTENT_LENGTH | TRANSFER_ENCODING);
+        let split: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(scan(&split), CONTENT_LENGTH | TRANSFER_ENCODING);
+    }
+
+    #[test]
+    fn body_bytes_and_values_are_not_headers() {
+        let head = b"POST / HTTP/1.1\r\nX-Note: content-length: 1\r\nContent-Length: 19\r\n\r\ntransfer-encoding: x";
+        assert_eq!(scan(&[head]), CONTENT_LENGTH);
+        assert_eq!(scan(&[b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n"]), 0);
     }
 }

@@ -50,6 +50,7 @@ pub fn compile(files: &[PolicyFile]) -> Result<Policy, PolicyErrors> {
         sources: files.to_vec(),
     })
 }
+
 /// A document that parsed, with what errors need to point into it.
 struct Parsed<'a> {
     file: &'a str,
@@ -105,17 +106,32 @@ impl Compiler {
             if let Some(t) = self.timeout(at, "defaults", "connect_timeout", &doc.connect_timeout) {
                 out.connect_timeout = t;
             }
-            if let Some(raw) = &doc.request_timeout {
-                match parse_duration(raw) {
-                    Ok(t) => out.request_timeout = (!t.is_zero()).then_some(t),
-                    Err(m) => self.error(at, "defaults.request_timeout".into(), m),
-                }
-            }
+            out.request_timeout = self.request_timeout(at, "defaults", &doc.request_timeout, None);
             if let Some(t) = self.timeout(at, "defaults", "idle_timeout", &doc.idle_timeout) {
                 out.idle_timeout = t;
             }
         }
         out
+    }
+
+    /// `request_timeout`, where `0s` means none; `fallback` when absent or invalid.
+    fn request_timeout(
+        &mut self,
+        at: &Parsed<'_>,
+        parent: &str,
+        raw: &Option<String>,
+        fallback: Option<Duration>,
+    ) -> Option<Duration> {
+        let Some(raw) = raw else {
+            return fallback;
+        };
+        match parse_duration(raw) {
+            Ok(t) => (!t.is_zero()).then_some(t),
+            Err(m) => {
+                self.error(at, format!("{parent}.request_timeout"), m);
+                fallback
+            }
+        }
     }
 
     /// A timeout that must be more than zero.
@@ -319,7 +335,10 @@ impl Compiler {
             doc.listeners.as_deref(),
             |cx, p, n| {
                 if !declared.contains(&n.as_str()) {
-                    let known = declared.join(", ");
+                    let known = match declared {
+                        [] => "none are declared".to_owned(),
+                        names => format!("declared: {}", names.join(", ")),
+                    };
                     cx.error(at, p, format!("{n:?} is not a declared listener ({known})"));
                 }
                 Some(n.clone())
@@ -337,13 +356,8 @@ impl Compiler {
         }
         let connect = self.timeout(at, path, "connect_timeout", &doc.connect_timeout);
         let idle = self.timeout(at, path, "idle_timeout", &doc.idle_timeout);
-        let mut request_timeout = defaults.request_timeout;
-        if let Some(raw) = &doc.request_timeout {
-            match parse_duration(raw) {
-                Ok(t) => request_timeout = (!t.is_zero()).then_some(t),
-                Err(m) => self.error(at, format!("{path}.request_timeout"), m),
-            }
-        }
+        let request_timeout =
+            self.request_timeout(at, path, &doc.request_timeout, defaults.request_timeout);
         if self.errors.len() > before {
             return None;
         }

@@ -1,10 +1,18 @@
 //! End-to-end tests: a real gateway on loopback, real clients, stub upstreams and a DNS
 //! server for tests. One test binary, so the workspace links it once.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail the test by panicking"
+)]
+
 mod audit_lines;
 mod bad_requests;
 mod common;
 mod forwarding;
 mod guard;
+mod observability;
 mod reload;
 mod upstream_failures;

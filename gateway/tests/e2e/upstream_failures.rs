@@ -103,7 +103,7 @@ async fn unresolvable_name_is_503_df() {
 #[tokio::test]
 async fn client_that_leaves_before_the_response_is_logged_dc() {
     let s = Scenario::start(&allow_policy("[api.example.com]")).await;
-    let mut stream = tokio::net::TcpStream::connect(s.http()).await.unwrap();
+    let mut stream = egress_testkit::client::connect(s.http()).await.unwrap();
     let request = format!(
         "GET /delay/2 HTTP/1.1\r\nHost: {}\r\n\r\n",
         s.authority("api.example.com")

@@ -16,7 +16,7 @@ fn every_kind_of_value_error_names_file_line_and_path() {
         (rule("connect_timeout: 0s"), "p/a.yaml:4: rules[0].connect_timeout: \"0s\" is not a valid connect_timeout (more than 0)"),
         (rule("sources: [10.0.0.0/33]"), "p/a.yaml:4: rules[0].sources[0]: \"10.0.0.0/33\" is not a CIDR, an IP address or a spiffe:// identity"),
         (rule("sources: [\"spiffe://td/ns/*/sa\"]"), "p/a.yaml:4: rules[0].sources[0]: \"spiffe://td/ns/*/sa\" is not a spiffe:// identity (exact, or ending in \"/*\")"),
-        (rule("listeners: [nope]"), "p/a.yaml:4: rules[0].listeners[0]: \"nope\" is not a declared listener ()"),
+        (rule("listeners: [nope]"), "p/a.yaml:4: rules[0].listeners[0]: \"nope\" is not a declared listener (none are declared)"),
         (rule("endpoints: [\"203.0.113.7:0\"]"), "p/a.yaml:4: rules[0].endpoints[0]: \"203.0.113.7:0\" is not an endpoint (ip:port or ip)"),
         (rule("foo: 1"), "p/a.yaml:4: rules[0].foo: unknown field `foo`, expected one of `name`, `hosts`, `ports`, `action`, `sources`, `listeners`, `request_timeout`, `connect_timeout`, `idle_timeout`, `endpoints`, `tls_origination`, `allow_private`"),
         ("rules:\n  - name: r\n    hosts: []\n".into(), "p/a.yaml:3: rules[0].hosts: empty hosts list"),
@@ -109,7 +109,7 @@ fn all_errors_of_all_files_are_reported_at_once_in_order() {
         "p/a.yaml:7: rules[1].connect_timeout: \"soon\" is not a duration (e.g. 500ms, 3s, 1m30s, 1h)",
         "p/b.yaml:2: did not find expected node content",
         "p/c.yaml:2: rules[0].name: rule name \"a\" already used in p/a.yaml:2",
-        "p/c.yaml:4: rules[0].listeners[0]: \"x\" is not a declared listener ()",
+        "p/c.yaml:4: rules[0].listeners[0]: \"x\" is not a declared listener (none are declared)",
     ]);
 }
 
@@ -124,6 +124,18 @@ fn files_merge_with_unique_names_and_one_defaults() {
         "b.yaml:5: listeners[0].name: listener name \"http\" already used in a.yaml:4",
         "b.yaml:9: listeners[1].port: 127.0.0.1 port 8080 overlaps listener \"http\" on 0.0.0.0 port 8080 (a.yaml:4)",
     ]);
+
+    let all = errors(&[
+        ("a.yaml", LISTENERS),
+        (
+            "b.yaml",
+            "rules:\n  - name: r\n    hosts: [a.com]\n    listeners: [tls, web]\n",
+        ),
+    ]);
+    assert_eq!(
+        all,
+        ["b.yaml:4: rules[0].listeners[1]: \"web\" is not a declared listener (declared: http, tls)"]
+    );
 
     let set = files(&[
         ("a.yaml", LISTENERS),

@@ -105,3 +105,35 @@ async fn the_watcher_applies_an_edit_and_refuses_an_invalid_one() {
 
     drop(watcher);
 }
+
+#[tokio::test]
+async fn the_watcher_follows_a_configmap_data_symlink_swap() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    write(&d.join("..v1"), "a.yaml", GOOD);
+    symlink("..v1", d.join("..data")).unwrap();
+    symlink("..data/a.yaml", d.join("a.yaml")).unwrap();
+    let store = PolicyStore::open(d.to_owned()).unwrap();
+    let mut changes = store.subscribe();
+    let _watcher = store.watch().unwrap();
+
+    // What the kubelet does: a new timestamped directory, then an atomic rename of a
+    // fresh `..data` link over the old one; `a.yaml` itself never changes.
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    write(
+        &d.join("..v2"),
+        "a.yaml",
+        &GOOD.replace("a.example.com", "v2.example.com"),
+    );
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+
+    tokio::time::timeout(Duration::from_secs(10), changes.changed())
+        .await
+        .expect("the swap is applied within 10 s")
+        .unwrap();
+    let host = store.current().rules()[0].hosts[0].to_string();
+    assert_eq!(host, "v2.example.com");
+}

@@ -82,8 +82,23 @@ pub fn parse_pattern(raw: &str) -> Result<HostPattern, PatternError> {
 
 /// Canonicalises `name` (a whole entry, or the suffix of a wildcard `raw`).
 fn check_name(name: &str, raw: &str) -> Result<Host, PatternError> {
-    if let Ok(Host::Ip(ip)) = parse_host(name) {
-        return Ok(Host::Ip(ip));
+    match parse_host(name) {
+        // A policy spells addresses plainly: `127.1` in a rule would read as a name to
+        // its author and as 127.0.0.1 to a resolver.
+        Ok(Host::Ip(ip)) => {
+            let plain = name
+                .strip_prefix('[')
+                .and_then(|n| n.strip_suffix(']'))
+                .unwrap_or(name);
+            return match plain.parse::<std::net::IpAddr>() {
+                Ok(_) => Ok(Host::Ip(ip)),
+                Err(_) => Err(PatternError::Numeric(raw.to_owned())),
+            };
+        }
+        Err(crate::wire::host::HostError::MalformedIp(_)) if !name.contains(':') => {
+            return Err(PatternError::Numeric(raw.to_owned()));
+        }
+        _ => {}
     }
     if let Some((_, port)) = name.rsplit_once(':') {
         if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) {

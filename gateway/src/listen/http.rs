@@ -7,9 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -20,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Phase, Tracked};
+use super::headers::{ensure_request_id, protocol_name, strip_hop_by_hop, strip_internal};
 use super::http_body::{CountingBody, ResponseBody};
 use super::Context;
 use crate::audit::{Recorder, ResponseFlags};
@@ -327,17 +326,13 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
     })
 }
 
-/// Shapes that let a request be read differently by us and by the upstream.
+/// Transfer codings other than one plain `chunked`: hyper refuses most of them itself;
+/// this keeps the rule whatever the parser lets through. (Transfer-Encoding with
+/// Content-Length is caught from the raw head, since hyper drops Content-Length.)
 fn refuse_smuggling(headers: &HeaderMap) -> Result<(), EgressError> {
     let mut codings = headers.get_all(TRANSFER_ENCODING).iter().peekable();
     if codings.peek().is_none() {
         return Ok(());
-    }
-    if headers.contains_key(CONTENT_LENGTH) {
-        return Err(bad(
-            "transfer_encoding_with_content_length",
-            "the request has both Transfer-Encoding and Content-Length",
-        ));
     }
     let all: Vec<&HeaderValue> = codings.collect();
     if all.len() != 1 || !all[0].as_bytes().eq_ignore_ascii_case(b"chunked") {
@@ -356,48 +351,6 @@ fn bad(reason: &'static str, message: impl Into<String>) -> EgressError {
     }
 }
 
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Headers that describe the inside of the mesh: addresses, workload metadata and
-/// client certificates stay inside.
-const INTERNAL: [&str; 8] = [
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-client-cert",
-    "x-real-ip",
-    "forwarded",
-    "via",
-];
-
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-}
-
 fn upstream_request(
     req: Request<Incoming>,
     destination: &Destination,
@@ -406,18 +359,7 @@ fn upstream_request(
 ) -> Result<Request<UpstreamBody>, EgressError> {
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    for name in INTERNAL {
-        parts.headers.remove(name);
-    }
-    let envoy_internal: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-envoy-"))
-        .cloned()
-        .collect();
-    for name in envoy_internal {
-        parts.headers.remove(name);
-    }
+    strip_internal(&mut parts.headers);
     let host = match (&destination.host, destination.port) {
         (Host::Ip(_) | Host::Name(_), 80) => destination.host.to_string(),
         (_, port) => format!("{}:{port}", destination.host),
@@ -489,24 +431,4 @@ fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseB
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     response
-}
-
-fn ensure_request_id(headers: &mut HeaderMap) {
-    let name = HeaderName::from_static("x-request-id");
-    if !headers.contains_key(&name) {
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            headers.insert(name, value);
-        }
-    }
-}
-
-fn protocol_name(version: Version) -> &'static str {
-    match version {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2",
-        Version::HTTP_3 => "HTTP/3",
-        _ => "HTTP/1.1",
-    }
 }

@@ -2,6 +2,7 @@
 //! gateway drains. Each protocol's connection handling lives in its own module.
 
 mod activity;
+mod headers;
 pub mod http;
 mod http_body;
 

@@ -52,6 +52,57 @@ fn gateway(dir: &Path, policies: &Path) -> Command {
     cmd
 }
 
+/// A gateway process serving an empty deny-all policy on one http listener.
+struct Running {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start() -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir(&policies).unwrap();
+        let port = free_port();
+        std::fs::write(
+            policies.join("p.yaml"),
+            format!(
+                "listeners: [{{name: http, port: {port}, address: 127.0.0.1, protocol: http}}]\n"
+            ),
+        )
+        .unwrap();
+        let child = gateway(dir.path(), &policies).spawn().unwrap();
+        Running { child, port, dir }
+    }
+
+    /// `GET /` with `Host: host`, retried until the gateway listens; the whole response.
+    fn request(&self, host: &str) -> String {
+        use std::io::Write;
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+                stream.write_all(head.as_bytes()).unwrap();
+                let mut response = String::new();
+                stream.read_to_string(&mut response).unwrap();
+                return response;
+            }
+            assert!(Instant::now() < end, "the gateway listens");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+}
+
 #[test]
 fn shipped_policies_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
@@ -126,40 +177,14 @@ fn an_invalid_policy_fails_the_start_naming_file_and_line() {
 
 #[test]
 fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let port = free_port();
-    std::fs::write(
-        policies.join("p.yaml"),
-        format!("listeners: [{{name: http, port: {port}, address: 127.0.0.1, protocol: http}}]\n"),
-    )
-    .unwrap();
-    let mut child = gateway(dir.path(), &policies).spawn().unwrap();
-    let mut stream = None;
-    let end = Instant::now() + Duration::from_secs(20);
-    while stream.is_none() && Instant::now() < end {
-        stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok();
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut stream = stream.expect("the gateway listens");
-    use std::io::Write;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: denied.example\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let mut gw = Running::start();
+    let response = gw.request("denied.example");
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
 
-    let killed = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    gw.signal("TERM");
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = gw.child.try_wait().unwrap() {
             break status;
         }
         assert!(
@@ -169,7 +194,7 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
-    child
+    gw.child
         .stderr
         .take()
         .unwrap()
@@ -177,14 +202,14 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
         .unwrap();
     assert!(status.success(), "exit {status:?}: {stderr}");
     assert!(
-        stderr.contains(&format!("http on 127.0.0.1:{port}")),
+        stderr.contains(&format!("http on 127.0.0.1:{}", gw.port)),
         "says where it listens: {stderr}"
     );
     assert!(
         stderr.contains("audit log:"),
         "says where it logs: {stderr}"
     );
-    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let audit = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
     assert_eq!(audit.lines().count(), 1, "{audit}");
     assert!(
         audit.contains("rbac_access_denied_matched_policy[none]"),
@@ -194,33 +219,9 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
 
 #[test]
 fn sighup_reopens_the_audit_log_for_logrotate() {
-    let dir = tempfile::tempdir().unwrap();
-    let policies = dir.path().join("policies");
-    std::fs::create_dir(&policies).unwrap();
-    let port = free_port();
-    std::fs::write(
-        policies.join("p.yaml"),
-        format!("listeners: [{{name: http, port: {port}, address: 127.0.0.1, protocol: http}}]\n"),
-    )
-    .unwrap();
-    let mut child = gateway(dir.path(), &policies).spawn().unwrap();
-    let request = |host: &str| {
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                use std::io::Write;
-                let head = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-                stream.write_all(head.as_bytes()).unwrap();
-                let mut response = String::new();
-                stream.read_to_string(&mut response).unwrap();
-                return response;
-            }
-            assert!(Instant::now() < end, "the gateway listens");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
-    let audit = dir.path().join("audit.log");
-    let rotated = dir.path().join("audit.log.1");
+    let mut gw = Running::start();
+    let audit = gw.dir.path().join("audit.log");
+    let rotated = gw.dir.path().join("audit.log.1");
     let wait_for = |path: &Path, needle: &str, within: Duration| {
         let end = Instant::now() + within;
         while Instant::now() < end {
@@ -234,19 +235,14 @@ fn sighup_reopens_the_audit_log_for_logrotate() {
         }
         false
     };
-    assert!(request("before.example").starts_with("HTTP/1.1 403"));
+    assert!(gw.request("before.example").starts_with("HTTP/1.1 403"));
     assert!(wait_for(&audit, "before.example", Duration::from_secs(10)));
     std::fs::rename(&audit, &rotated).unwrap();
-    assert!(Command::new("kill")
-        .arg("-HUP")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success());
+    gw.signal("HUP");
     // The signal arrives asynchronously: retry until a line lands in the new file.
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        assert!(request("after.example").starts_with("HTTP/1.1 403"));
+        assert!(gw.request("after.example").starts_with("HTTP/1.1 403"));
         if wait_for(&audit, "after.example", Duration::from_millis(500)) {
             break;
         }
@@ -255,9 +251,6 @@ fn sighup_reopens_the_audit_log_for_logrotate() {
     assert!(std::fs::read_to_string(&rotated)
         .unwrap()
         .contains("before.example"));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let _ = child.wait();
+    gw.signal("TERM");
+    let _ = gw.child.wait();
 }

@@ -133,3 +133,98 @@ async fn hostile_header_values_cannot_forge_audit_lines() {
     let lines = s.gateway.wait_audit_lines(1).await;
     assert_eq!(lines.len(), 1, "one request, one line: {lines:?}");
 }
+
+/// Every kind of outcome, in Envoy's default format: 13 fields, code and flags in place.
+#[tokio::test]
+async fn every_outcome_has_a_complete_envoy_line() {
+    let closed = egress_testkit::ClosedPort::new();
+    let policy = format!(
+        r#"
+defaults: {{mode: deny}}
+listeners: [{{name: http, port: 8080, protocol: http}}]
+rules:
+  - {{name: ok, hosts: [api.example.com], allow_private: true, request_timeout: 1s}}
+  - {{name: guarded, hosts: [other.example.com]}}
+  - {{name: dead, hosts: [a.test.example], endpoints: ["{}"], allow_private: true}}
+"#,
+        closed.addr()
+    );
+    let s = Scenario::start_with(&policy, "envoy").await;
+    let api = s.authority("api.example.com");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("GET / HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"),
+            "200",
+            "-",
+        ),
+        (
+            format!("GET /delay/3 HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"),
+            "504",
+            "UT",
+        ),
+        (
+            format!("GET /reset HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n"),
+            "503",
+            "UC",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: a.test.example\r\nConnection: close\r\n\r\n".to_owned(),
+            "503",
+            "UF",
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: nowhere.example\r\nConnection: close\r\n\r\n".to_owned(),
+            "403",
+            "-",
+        ),
+        (
+            format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                s.authority("other.example.com")
+            ),
+            "403",
+            "-",
+        ),
+        (
+            "GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_owned(),
+            "400",
+            "DPE",
+        ),
+        ("BAD\r\n\r\n".to_owned(), "400", "DPE"),
+    ];
+    for (i, (request, code, flags)) in cases.iter().enumerate() {
+        let response = egress_testkit::raw_request(s.http(), request.as_bytes())
+            .await
+            .unwrap();
+        assert_eq!(
+            response.status.map(|c| c.to_string()).as_deref(),
+            Some(*code),
+            "{request:?}"
+        );
+        let lines = s.gateway.wait_audit_lines(i + 1).await;
+        let f = fields(&lines[i]);
+        assert_eq!(f.len(), 13, "{request:?}: {}", lines[i]);
+        assert_start_time(&f[0]);
+        assert!(f[1].starts_with('"') && f[1].ends_with('"'), "{}", lines[i]);
+        assert_eq!(
+            (f[2].as_str(), f[3].as_str()),
+            (*code, *flags),
+            "{request:?}: {}",
+            lines[i]
+        );
+        for n in [4, 5, 6] {
+            assert!(
+                f[n].parse::<u64>().is_ok(),
+                "field {n} is a number: {}",
+                lines[i]
+            );
+        }
+        for n in 8..13 {
+            assert!(
+                f[n].starts_with('"') && f[n].ends_with('"'),
+                "field {n} is quoted: {}",
+                lines[i]
+            );
+        }
+    }
+}

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditFormat, AuditSink, AuditTarget, Auditor, FormatError, Recording};
 use crate::config::{Config, DEFAULT_POLICY};
+use crate::connections::Connections;
 use crate::egress::Egress;
 use crate::listen::{self, Context, ListenError};
 use crate::metrics::Metrics;
@@ -187,6 +188,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         limits: config.limits.clone(),
         drain: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        connections: Connections::new(),
     });
 
     let policy = store.current();

@@ -14,49 +14,45 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::activity::{Activity, Phase, Tracked};
 use super::headers::{ensure_request_id, protocol_name, strip_hop_by_hop, strip_internal};
 use super::http_body::{CountingBody, ResponseBody};
-use super::Context;
+use super::{Accepted, Context, Downstream};
 use crate::audit::{Recorder, ResponseFlags};
+use crate::connections::Kind;
 use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
 use crate::policy::{Listener, Verdict};
-use crate::source::Source;
 use crate::upstream::{Lease, UpstreamBody};
 use crate::wire::host::{parse_authority, Host};
 
 /// One downstream connection.
 struct Conn {
     ctx: Arc<Context>,
-    listener: Arc<str>,
-    spec: Arc<Listener>,
-    peer: SocketAddr,
-    local: SocketAddr,
+    accepted: Accepted,
     activity: Arc<Activity>,
 }
 
+impl Conn {
+    fn peer(&self) -> SocketAddr {
+        self.accepted.source.addr
+    }
+}
+
 /// Serves one HTTP/1.1 connection until it closes, the gateway drains, or a timeout.
-pub(crate) async fn serve_connection(
-    ctx: Arc<Context>,
-    listener: Arc<str>,
-    spec: Arc<Listener>,
-    stream: TcpStream,
-    peer: SocketAddr,
-) {
-    let local = stream
-        .local_addr()
-        .unwrap_or(SocketAddr::new(spec.address, spec.port));
+pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: Downstream) {
+    let _registration = ctx.connections.register(
+        Arc::clone(&accepted.listener),
+        accepted.source.clone(),
+        accepted.local,
+        Kind::Http,
+    );
     let activity = Activity::new();
     let conn = Arc::new(Conn {
         ctx: Arc::clone(&ctx),
-        listener,
-        spec,
-        peer,
-        local,
+        accepted,
         activity: Arc::clone(&activity),
     });
     let service_conn = Arc::clone(&conn);
@@ -64,7 +60,7 @@ pub(crate) async fn serve_connection(
         let conn = Arc::clone(&service_conn);
         async move { Ok::<_, Infallible>(handle(conn, req).await) }
     });
-    let io = TokioIo::new(Tracked::new(stream, Arc::clone(&activity)));
+    let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .max_header_size(ctx.limits.max_header_bytes)
@@ -142,7 +138,7 @@ fn connection_error(conn: &Conn, e: &hyper::Error) {
             "downstream_remote_disconnect",
         )
     } else {
-        tracing::debug!(peer = %conn.peer, error = %e, "downstream connection ended");
+        tracing::debug!(peer = %conn.peer(), error = %e, "downstream connection ended");
         return;
     };
     conn.ctx.egress.metrics.bad_requests.inc();
@@ -150,20 +146,26 @@ fn connection_error(conn: &Conn, e: &hyper::Error) {
 }
 
 fn audit_connection_failure(conn: &Conn, code: u16, flags: ResponseFlags, details: &str) {
-    let mut recorder = Recorder::start(Arc::clone(&conn.ctx.recording), Arc::clone(&conn.listener));
+    let mut recorder = Recorder::start(
+        Arc::clone(&conn.ctx.recording),
+        Arc::clone(&conn.accepted.listener),
+    );
     let record = recorder.record();
     record.response_code = code;
     record.response_flags = flags;
     record.response_code_details = Some(details.to_owned());
-    record.downstream_local_address = Some(conn.local);
-    record.downstream_remote_address = Some(conn.peer);
+    record.downstream_local_address = Some(conn.accepted.local);
+    record.downstream_remote_address = Some(conn.peer());
     recorder.finish();
 }
 
 /// Serves one request: always a response, and always exactly one audit line.
 async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let in_flight = conn.activity.begin_request();
-    let mut recorder = Recorder::start(Arc::clone(&conn.ctx.recording), Arc::clone(&conn.listener));
+    let mut recorder = Recorder::start(
+        Arc::clone(&conn.ctx.recording),
+        Arc::clone(&conn.accepted.listener),
+    );
     ensure_request_id(req.headers_mut());
     {
         let record = recorder.record();
@@ -178,8 +180,8 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
         };
         record.request_headers = req.headers().clone();
-        record.downstream_local_address = Some(conn.local);
-        record.downstream_remote_address = Some(conn.peer);
+        record.downstream_local_address = Some(conn.accepted.local);
+        record.downstream_remote_address = Some(conn.peer());
     }
     let body_failed = Arc::new(AtomicBool::new(false));
     let response = match exchange(&conn, req, &mut recorder, &body_failed).await {
@@ -212,12 +214,12 @@ async fn exchange(
         ));
     }
     refuse_smuggling(req.headers())?;
-    let destination = destination(&req, &conn.spec)?;
-    let source = Source::from_addr(conn.peer);
+    let destination = destination(&req, &conn.accepted.spec)?;
+    let accepted = &conn.accepted;
     let judged = conn
         .ctx
         .egress
-        .decide(&destination, &conn.listener, &source);
+        .decide(&destination, &accepted.listener, &accepted.source);
     recorder.set_decision(judged.label());
     recorder.record().route_name = judged.rule_name().map(str::to_owned);
     let route = judged.route(&destination)?;

@@ -2,9 +2,14 @@
 //! gateway drains. Each protocol's connection handling lives in its own module.
 
 mod activity;
+pub mod connect;
+pub mod downstream;
 mod headers;
 pub mod http;
 mod http_body;
+pub mod proxy;
+pub mod tcp;
+pub mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,8 +21,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::Recording;
 use crate::config::LimitsConfig;
+use crate::connections::Connections;
 use crate::egress::Egress;
 use crate::policy::{Listener, Protocol};
+use crate::source::Source;
+
+pub use downstream::Downstream;
 
 /// What every connection handler shares.
 #[derive(Debug)]
@@ -32,6 +41,22 @@ pub struct Context {
     pub drain: CancellationToken,
     /// Every connection task, so draining can wait for them.
     pub tasks: TaskTracker,
+    /// The connections open now.
+    pub connections: Arc<Connections>,
+}
+
+/// A connection as its handler receives it: who (after any PROXY header), on which
+/// listener, at which local address.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// The listener's name.
+    pub listener: Arc<str>,
+    /// The listener's declaration.
+    pub spec: Arc<Listener>,
+    /// The client (the PROXY header's source when the listener expects one).
+    pub source: Source,
+    /// The address the client reached (DOWNSTREAM_LOCAL_ADDRESS).
+    pub local: SocketAddr,
 }
 
 /// A listener that could not start.
@@ -120,11 +145,47 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         let active = active.clone();
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            // `bind` refuses every other protocol until it has a handler.
-            if spec.protocol == Protocol::Http {
-                http::serve_connection(ctx, name, spec, stream, peer).await;
-            }
+            serve(ctx, name, spec, stream, peer).await;
             active.dec();
         });
+    }
+}
+
+/// One accepted connection: the PROXY header if the listener expects one, then the
+/// listener's protocol.
+async fn serve(
+    ctx: Arc<Context>,
+    listener: Arc<str>,
+    spec: Arc<Listener>,
+    mut stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+) {
+    let local = stream
+        .local_addr()
+        .unwrap_or(SocketAddr::new(spec.address, spec.port));
+    let mut source = Source::from_addr(peer);
+    if spec.proxy_protocol {
+        match proxy::read_header(&mut stream, ctx.limits.header_timeout).await {
+            Ok(Some(client)) => source.addr = client,
+            Ok(None) => {}
+            Err(e) => {
+                proxy::refuse(&ctx, &listener, peer, local, &e);
+                return;
+            }
+        }
+    }
+    let accepted = Accepted {
+        listener,
+        spec,
+        source,
+        local,
+    };
+    let io = Downstream::Plain(stream);
+    match accepted.spec.protocol {
+        Protocol::Http => http::serve_connection(ctx, accepted, io).await,
+        Protocol::Tls => tls::serve_connection(ctx, accepted, io).await,
+        Protocol::Tcp => tcp::serve_connection(ctx, accepted, io).await,
+        Protocol::Connect => connect::serve_connection(ctx, accepted, io).await,
+        Protocol::Dns => {}
     }
 }

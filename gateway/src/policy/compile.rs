@@ -15,7 +15,7 @@ use super::hosts::{parse_pattern, HostMatcher};
 use super::values::{
     check_name, dedup, parse_duration, parse_endpoint, parse_ip, parse_source, serde_error,
 };
-use super::{Defaults, Listener, Policy, Route, Rule};
+use super::{Defaults, Listener, ListenerTls, Policy, Route, Rule};
 use super::{PolicyError, PolicyErrors, PolicyFile};
 use crate::wire::host::parse_authority;
 
@@ -255,6 +255,31 @@ impl Compiler {
                 Protocol::Tcp => forward_to.as_ref().map_or(0, |(_, port)| *port),
             }),
         };
+        let tls = doc.tls.as_ref().and_then(|tls| {
+            if doc.protocol == Protocol::Tls {
+                let message =
+                    "a tls listener passes TLS through by SNI; it cannot also terminate it";
+                self.error(at, format!("{path}.tls"), message.to_owned());
+                return None;
+            }
+            let require = tls.require_client_cert.unwrap_or(false);
+            if require && tls.client_ca.is_none() {
+                let message = "require_client_cert needs client_ca".to_owned();
+                self.error(at, format!("{path}.tls.require_client_cert"), message);
+                return None;
+            }
+            Some(ListenerTls {
+                cert: tls.cert.clone().into(),
+                key: tls.key.clone().into(),
+                client_ca: tls.client_ca.clone().map(Into::into),
+                require_client_cert: require,
+            })
+        });
+        let check_sni = doc.check_sni.unwrap_or(false);
+        if check_sni && doc.protocol != Protocol::Connect {
+            let message = "check_sni is only for connect listeners".to_owned();
+            self.error(at, format!("{path}.check_sni"), message);
+        }
         Some(Listener {
             name: doc.name.clone(),
             address: address?,
@@ -262,6 +287,9 @@ impl Compiler {
             protocol: doc.protocol,
             target_port: target_port?,
             forward_to,
+            tls,
+            proxy_protocol: doc.proxy_protocol.unwrap_or(false),
+            check_sni,
         })
     }
 
@@ -375,6 +403,8 @@ impl Compiler {
                 endpoints,
                 tls_origination: doc.tls_origination.unwrap_or(false),
                 allow_private: doc.allow_private.unwrap_or(defaults.allow_private),
+                upstream_protocol: doc.upstream_protocol.unwrap_or_default(),
+                ca_file: doc.ca_file.clone().map(Into::into),
             },
         })
     }

@@ -66,6 +66,31 @@ pub struct ListenerDoc {
     /// `tcp` listeners (and only they): `host:port` every connection goes to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_to: Option<String>,
+    /// Terminate TLS (or mTLS) from the mesh on this listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTlsDoc>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<bool>,
+    /// `connect` listeners: a TLS tunnel's SNI must equal the CONNECT host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_sni: Option<bool>,
+}
+
+/// `listeners[].tls`: inbound TLS; relative paths are relative to the policy directory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsDoc {
+    /// PEM certificate chain.
+    pub cert: String,
+    /// PEM private key.
+    pub key: String,
+    /// PEM CA bundle that client certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<String>,
+    /// Refuse clients without a certificate (needs `client_ca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_client_cert: Option<bool>,
 }
 
 /// One entry of `rules:`.
@@ -107,6 +132,23 @@ pub struct RuleDoc {
     /// Overrides `defaults.allow_private`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_private: Option<bool>,
+    /// The HTTP version spoken to the upstream (`http1` default, `h2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_protocol: Option<UpstreamProtocol>,
+    /// PEM CA bundle trusted for the upstream, besides the web PKI roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// A rule's `upstream_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (or what ALPN picks under TLS origination).
+    #[default]
+    Http1,
+    /// HTTP/2 (prior knowledge in clear text, ALPN `h2` under TLS).
+    H2,
 }
 
 /// `defaults.mode`.

@@ -21,7 +21,7 @@ use crate::source::Source;
 use crate::wire::host::Host;
 
 pub use compile::compile;
-pub use document::{Action, Mode, Protocol};
+pub use document::{Action, Mode, Protocol, UpstreamProtocol};
 pub use hosts::HostPattern;
 pub use store::{load_dir, PolicyStore, PolicyWatcher};
 
@@ -120,6 +120,25 @@ pub struct Listener {
     pub target_port: u16,
     /// `tcp` listeners: where every connection goes.
     pub forward_to: Option<(Host, u16)>,
+    /// Inbound TLS termination.
+    pub tls: Option<ListenerTls>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// `connect` listeners: a tunnel's SNI must equal the CONNECT host.
+    pub check_sni: bool,
+}
+
+/// A listener's inbound TLS; relative paths are relative to the policy directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert: std::path::PathBuf,
+    /// PEM private key.
+    pub key: std::path::PathBuf,
+    /// CA bundle client certificates must chain to; `None` = no client certificates.
+    pub client_ca: Option<std::path::PathBuf>,
+    /// Refuse clients without a certificate.
+    pub require_client_cert: bool,
 }
 
 /// A compiled rule.
@@ -166,6 +185,10 @@ pub struct Route {
     pub tls_origination: bool,
     /// May resolved addresses be private?
     pub allow_private: bool,
+    /// HTTP version spoken upstream.
+    pub upstream_protocol: UpstreamProtocol,
+    /// Extra CA bundle for the upstream's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What is being asked: one destination, from one source, on one listener.
@@ -294,6 +317,8 @@ impl Policy {
             endpoints: Vec::new(),
             tls_origination: false,
             allow_private: self.defaults.allow_private,
+            upstream_protocol: UpstreamProtocol::Http1,
+            ca_file: None,
         }
     }
 

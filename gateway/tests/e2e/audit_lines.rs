@@ -219,9 +219,9 @@ rules:
                 lines[i]
             );
         }
-        for n in 8..13 {
+        for (n, field) in f.iter().enumerate().skip(8) {
             assert!(
-                f[n].starts_with('"') && f[n].ends_with('"'),
+                field.starts_with('"') && field.ends_with('"'),
                 "field {n} is quoted: {}",
                 lines[i]
             );

@@ -1,0 +1,10 @@
+//! The `tls` listener (being built).
+
+use std::sync::Arc;
+
+use super::{Accepted, Context, Downstream};
+
+/// Serves one connection on a `tls` listener.
+pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: Downstream) {
+    let _ = (ctx, accepted, io);
+}

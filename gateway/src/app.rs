@@ -189,6 +189,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         drain: CancellationToken::new(),
         tasks: TaskTracker::new(),
         connections: Connections::new(),
+        audit_flush_interval: config.audit.flush_interval,
     });
 
     let policy = store.current();

@@ -57,6 +57,42 @@ impl std::fmt::Debug for TestCa {
 }
 
 impl TestCa {
+    /// A rustls client configuration that trusts this CA (and nothing else), offering
+    /// `alpn`, and presenting `identity` as its client certificate when given.
+    ///
+    /// # Panics
+    /// When the CA or the identity does not load, which is a bug in the test.
+    pub fn client_config(
+        &self,
+        alpn: &[&[u8]],
+        identity: Option<&Issued>,
+    ) -> std::sync::Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Err(e) = roots.add(rustls_pki_types::CertificateDer::from(self.cert_der())) {
+            fail(format!("test CA does not load as a root: {e}"));
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = match rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+        {
+            Ok(builder) => builder.with_root_certificates(roots),
+            Err(e) => fail(format!("rustls client config: {e}")),
+        };
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => {
+                let chain = vec![rustls_pki_types::CertificateDer::from(id.cert_der.clone())];
+                let key = rustls_pki_types::PrivateKeyDer::Pkcs8(id.key_der.clone().into());
+                match builder.with_client_auth_cert(chain, key) {
+                    Ok(config) => config,
+                    Err(e) => fail(format!("client certificate does not load: {e}")),
+                }
+            }
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        std::sync::Arc::new(config)
+    }
+
     /// Makes a CA with common name `egress-gateway test CA`.
     ///
     /// # Panics

@@ -58,6 +58,8 @@ impl ReceivedRequest {
 struct Shared {
     requests: Mutex<Vec<ReceivedRequest>>,
     connections: AtomicU64,
+    /// The SNI of each TLS connection, in accept order (`None`: the client sent none).
+    server_names: Mutex<Vec<Option<String>>>,
 }
 
 impl Shared {
@@ -127,10 +129,62 @@ impl StubUpstream {
     ///
     /// Fails when the listener's local address cannot be read.
     pub fn start_on(listener: TcpListener) -> io::Result<StubUpstream> {
+        Self::serve(listener, None)
+    }
+
+    /// Starts a stub upstream on `127.0.0.1:0` that speaks TLS with `cert` (issued by a
+    /// [`TestCa`](crate::TestCa)), offering `h2` and `http/1.1` by ALPN, with the same
+    /// routes.
+    ///
+    /// # Panics
+    /// When no loopback port can be bound or the certificate does not load.
+    pub async fn start_tls(cert: &crate::Issued) -> StubUpstream {
+        match Self::try_start_tls(cert).await {
+            Ok(stub) => stub,
+            Err(e) => fail(format!("TLS stub upstream: {e}")),
+        }
+    }
+
+    /// [`StubUpstream::start_tls`], returning errors.
+    ///
+    /// Fails when the port cannot be bound or the certificate does not load.
+    pub async fn try_start_tls(cert: &crate::Issued) -> io::Result<StubUpstream> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let chain = vec![rustls_pki_types::CertificateDer::from(
+            cert.cert_der.clone(),
+        )];
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.key_der.clone().into());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(io::Error::other)?
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .map_err(io::Error::other)?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::serve(
+            listener,
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        )
+    }
+
+    fn serve(
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> io::Result<StubUpstream> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared)));
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), tls));
         Ok(StubUpstream { addr, shared, task })
+    }
+
+    /// The SNI each TLS connection sent, in accept order (`None` when it sent none).
+    pub fn server_names(&self) -> Vec<Option<String>> {
+        self.shared
+            .server_names
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The address it listens on.
@@ -327,7 +381,11 @@ struct ConnContext {
     closed: watch::Receiver<()>,
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -340,12 +398,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let id = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-        connections.spawn(serve_connection(stream, peer, id, Arc::clone(&shared)));
+        connections.spawn(serve_connection(
+            stream,
+            peer,
+            id,
+            Arc::clone(&shared),
+            tls.clone(),
+        ));
         while connections.try_join_next().is_some() {}
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     // A second descriptor on the same socket, kept here because hyper owns the stream:
     // `/reset` sets SO_LINGER 0 through it, so the close that follows sends a RST.
     let (stream, control) = match duplicate(stream) {
@@ -357,6 +427,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: u64, shared: 
     };
     let reset = Arc::new(Notify::new());
     let (_closed_tx, closed) = watch::channel(());
+    let shared_for_names = Arc::clone(&shared);
     let context = ConnContext {
         shared,
         id,
@@ -366,15 +437,45 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, id: u64, shared: 
     };
     let service = service_fn(move |request| routes::handle(request, context.clone()));
     let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection(TokioIo::new(stream), service);
+    let served = async {
+        match tls {
+            None => {
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+            Some(acceptor) => {
+                let stream = match acceptor.accept(stream).await {
+                    Ok(stream) => stream,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "stub upstream TLS handshake failed");
+                        return;
+                    }
+                };
+                let sni = stream.get_ref().1.server_name().map(str::to_owned);
+                context_names(&shared_for_names, sni);
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        }
+    };
     tokio::select! {
-        _ = connection => {}
+        () = served => {}
         () = reset.notified() => {
             if let Err(e) = TcpSocket::from_std_stream(control).set_zero_linger() {
                 tracing::warn!(error = %e, "stub upstream could not set SO_LINGER 0");
             }
         }
     }
+}
+
+fn context_names(shared: &Shared, sni: Option<String>) {
+    shared
+        .server_names
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(sni);
 }
 
 fn duplicate(stream: TcpStream) -> io::Result<(TcpStream, std::net::TcpStream)> {

@@ -43,6 +43,8 @@ pub struct Context {
     pub tasks: TaskTracker,
     /// The connections open now.
     pub connections: Arc<Connections>,
+    /// A tunnel open longer than this writes interim audit lines this often.
+    pub audit_flush_interval: Duration,
 }
 
 /// A connection as its handler receives it: who (after any PROXY header), on which

@@ -1,4 +1,6 @@
 //! Pure parsers of untrusted bytes and strings. Nothing here does I/O.
 
+pub mod connect;
 pub mod host;
+pub mod proxy;
 pub mod sni;

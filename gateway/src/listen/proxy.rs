@@ -1,18 +1,57 @@
-//! The PROXY protocol (v1 and v2) in front of a listener's connections (being built).
+//! The PROXY protocol (v1 and v2) in front of a listener's connections: the header is
+//! read off the socket, exactly its bytes and no more, before the listener's protocol
+//! sees the stream; a connection without a valid one is refused with an audit line.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::Context;
+use crate::audit::{Recorder, ResponseFlags};
+use crate::wire::proxy::{parse, ProxyError, ProxyHeader, V1_MAX_LEN};
+
+/// How much is peeked at once after the first look: v2 headers with TLVs can be longer
+/// than a v1 line, up to 64 KiB.
+const PEEK_LEN: usize = 16 * 1024;
 
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyHeaderError {
-    /// Not implemented yet.
-    #[error("the PROXY protocol is not supported yet")]
-    Unsupported,
+    /// No complete header within the header timeout.
+    #[error("no PROXY header within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// The client closed before the header ended.
+    #[error("the connection closed before its PROXY header ended")]
+    Closed,
+    /// The bytes are not a valid header.
+    #[error(transparent)]
+    Invalid(#[from] ProxyError),
+    /// Reading the socket failed.
+    #[error("reading the PROXY header failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ProxyHeaderError {
+    /// RESPONSE_CODE_DETAILS of the refusal.
+    pub fn details(&self) -> &'static str {
+        match self {
+            ProxyHeaderError::Timeout(_) => "proxy_protocol_timeout",
+            _ => "proxy_protocol_invalid",
+        }
+    }
+
+    /// CONNECTION_TERMINATION_DETAILS: which way the header was wrong.
+    pub fn termination(&self) -> &'static str {
+        match self {
+            ProxyHeaderError::Timeout(_) => "timeout",
+            ProxyHeaderError::Closed => "closed",
+            ProxyHeaderError::Invalid(e) => e.as_str(),
+            ProxyHeaderError::Io(_) => "read_error",
+        }
+    }
 }
 
 /// Reads the PROXY header: the client's address, or `None` for a `LOCAL` / `UNKNOWN`
@@ -23,11 +62,46 @@ pub async fn read_header(
     stream: &mut TcpStream,
     timeout: Duration,
 ) -> Result<Option<SocketAddr>, ProxyHeaderError> {
-    let _ = (stream, timeout);
-    Err(ProxyHeaderError::Unsupported)
+    let header = tokio::time::timeout(timeout, read(stream))
+        .await
+        .map_err(|_| ProxyHeaderError::Timeout(timeout))??;
+    Ok(match header {
+        ProxyHeader::Proxied { source, .. } => Some(source),
+        ProxyHeader::Local | ProxyHeader::Unknown => None,
+    })
 }
 
-/// Writes the audit line of a connection refused for its PROXY header.
+/// Peeks at what has arrived and consumes only bytes the parser says are the header's:
+/// all of them while it is incomplete (then the next peek waits for more), exactly its
+/// length once it is complete. The payload behind it stays in the socket.
+async fn read(stream: &mut TcpStream) -> Result<ProxyHeader, ProxyHeaderError> {
+    let mut header = Vec::with_capacity(V1_MAX_LEN);
+    let mut peeked = vec![0u8; V1_MAX_LEN];
+    loop {
+        let n = stream.peek(&mut peeked).await?;
+        if n == 0 {
+            return Err(ProxyHeaderError::Closed);
+        }
+        let had = header.len();
+        header.extend_from_slice(&peeked[..n]);
+        match parse(&header) {
+            Ok((found, len)) => {
+                let mut rest = vec![0u8; len.saturating_sub(had)];
+                stream.read_exact(&mut rest).await?;
+                return Ok(found);
+            }
+            Err(ProxyError::Incomplete) => {
+                let mut taken = vec![0u8; n];
+                stream.read_exact(&mut taken).await?;
+                peeked.resize(PEEK_LEN, 0);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Writes the audit line of a connection refused for its PROXY header: a TCP-level line
+/// (`"- - -"`, code 0) from the peer that connected, the load balancer.
 pub fn refuse(
     ctx: &Context,
     listener: &str,
@@ -35,5 +109,14 @@ pub fn refuse(
     local: SocketAddr,
     error: &ProxyHeaderError,
 ) {
-    let _ = (ctx, listener, peer, local, error);
+    tracing::debug!(%peer, %listener, error = %error, "PROXY header refused");
+    ctx.egress.metrics.bad_requests.inc();
+    let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::from(listener));
+    let record = recorder.record();
+    record.response_flags = ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
+    record.response_code_details = Some(error.details().to_owned());
+    record.connection_termination_details = Some(error.termination().to_owned());
+    record.downstream_local_address = Some(local);
+    record.downstream_remote_address = Some(peer);
+    recorder.finish();
 }

@@ -1,10 +1,226 @@
-//! The `connect` listener (being built).
+//! The `connect` listener: an HTTP forward proxy (`HTTPS_PROXY`, `curl -x`).
+//! `CONNECT host:port` is decided, guarded and connected, then answered `200` and
+//! relayed as a tunnel; absolute-form requests (`GET http://host/path`) are served by
+//! the `http` listener's request path.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::{Accepted, Context, Downstream};
+use ::http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
-/// Serves one connection on a `connect` listener.
+use super::http::local_reply;
+use super::http_body::ResponseBody;
+use super::{http, Accepted, Context, Downstream};
+use crate::audit::{Recorder, ResponseFlags};
+use crate::connections::Kind;
+use crate::egress::Destination;
+use crate::error::EgressError;
+use crate::policy::Verdict;
+use crate::upstream::{connect_tcp, Endpoints};
+use crate::wire::connect::parse_target;
+use crate::wire::host::Host;
+
+mod sni;
+mod tunnel;
+
+use tunnel::End;
+
+/// Serves one connection on a `connect` listener: HTTP/1.1, where CONNECT requests
+/// come back to [`tunnel`].
 pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: Downstream) {
-    let _ = (ctx, accepted, io);
+    http::serve_connection(ctx, accepted, io).await;
+}
+
+/// An upstream connection made for a CONNECT request, waiting for the client's side.
+struct Opened {
+    destination: Destination,
+    rule: Option<String>,
+    upstream: TcpStream,
+    idle_timeout: Duration,
+}
+
+/// Answers a CONNECT: `200` and a tunnel task once the upstream is connected, or the
+/// refusal (400, 403, 503) as a one-line reason. The tunnel's audit line is written
+/// when it ends; a refusal's when its reply is sent.
+pub(super) async fn tunnel(
+    ctx: &Arc<Context>,
+    accepted: &Accepted,
+    mut req: Request<Incoming>,
+    mut recorder: Recorder,
+) -> Response<ResponseBody> {
+    let opened = match open(ctx, accepted, &req, &mut recorder).await {
+        Ok(opened) => opened,
+        Err(e) => return local_reply(e, recorder),
+    };
+    recorder.record().response_code = StatusCode::OK.as_u16();
+    let upgrade = hyper::upgrade::on(&mut req);
+    ctx.tasks.spawn(run(
+        Arc::clone(ctx),
+        accepted.clone(),
+        upgrade,
+        opened,
+        recorder,
+    ));
+    Response::new(ResponseBody::empty())
+}
+
+/// decide → resolve → guard → connect, filling the record as it goes.
+async fn open(
+    ctx: &Context,
+    accepted: &Accepted,
+    req: &Request<Incoming>,
+    recorder: &mut Recorder,
+) -> Result<Opened, EgressError> {
+    let target = req.uri().authority().map_or("", |a| a.as_str());
+    let (host, port) = parse_target(target).map_err(|e| EgressError::BadRequest {
+        reason: "invalid_connect_target",
+        message: e.to_string(),
+    })?;
+    let destination = Destination { host, port };
+    let judged = ctx
+        .egress
+        .decide(&destination, &accepted.listener, &accepted.source);
+    recorder.set_decision(judged.label());
+    recorder.record().route_name = judged.rule_name().map(str::to_owned);
+    let route = judged.route(&destination)?;
+    if matches!(destination.host, Host::Ip(_))
+        && judged.decision.verdict == Verdict::Allow
+        && judged.decision.rule.is_none()
+    {
+        // Name rules cannot see an address: a tunnel to an IP literal needs a rule that
+        // lists the address, even when the mode lets everything else out.
+        return Err(EgressError::Denied {
+            destination: destination.to_string(),
+            rule: None,
+            why: "a CONNECT to an IP address needs a rule that lists it".to_owned(),
+        });
+    }
+    recorder.record().upstream_cluster = Some(destination.cluster_name());
+    let addrs = ctx.egress.addresses(&route, &destination).await?;
+    let (upstream, Endpoints { peer, local }) = connect_tcp(&addrs, route.connect_timeout)
+        .await
+        .inspect_err(|e| recorder.record().upstream_host = e.upstream_addr())?;
+    let record = recorder.record();
+    record.upstream_host = Some(peer);
+    record.upstream_local_address = Some(local);
+    record.response_code_details = Some(match judged.decision.verdict {
+        Verdict::WouldDeny => format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none")),
+        _ => "via_upstream".to_owned(),
+    });
+    Ok(Opened {
+        destination,
+        rule: judged.rule_name().map(str::to_owned),
+        upstream,
+        idle_timeout: route.idle_timeout,
+    })
+}
+
+/// The tunnel once `200` is on its way: the client's side of the connection, the SNI
+/// check where the listener asks for it, the relay, and the audit line at the end.
+async fn run(
+    ctx: Arc<Context>,
+    accepted: Accepted,
+    upgrade: OnUpgrade,
+    opened: Opened,
+    mut recorder: Recorder,
+) {
+    let mut client = match upgrade.await {
+        Ok(upgraded) => TokioIo::new(upgraded),
+        Err(e) => {
+            // The client left before the 200 reached it; the record says DC on drop.
+            tracing::debug!(peer = %accepted.source.addr, error = %e, "CONNECT upgrade failed");
+            return;
+        }
+    };
+    // The accept loop counted the connection until hyper handed it over; the tunnel
+    // counts it from here.
+    let active = ctx
+        .egress
+        .metrics
+        .connections_active
+        .with_label_values(&[&*accepted.listener]);
+    active.inc();
+    let registration = ctx.connections.register(
+        Arc::clone(&accepted.listener),
+        accepted.source.clone(),
+        accepted.local,
+        Kind::Tunnel,
+    );
+    let entry = registration.entry();
+    entry.set_target(opened.destination.clone(), opened.rule.clone());
+    let Opened {
+        destination,
+        mut upstream,
+        idle_timeout,
+        ..
+    } = opened;
+
+    let end = if accepted.spec.check_sni {
+        match sni::check(
+            &mut client,
+            &upstream,
+            &destination.host,
+            idle_timeout,
+            ctx.limits.header_timeout,
+        )
+        .await
+        {
+            Ok(checked) => {
+                recorder.record().requested_server_name = checked.server_name;
+                entry
+                    .bytes_received
+                    .fetch_add(checked.prefix.len() as u64, Ordering::Relaxed);
+                match upstream.write_all(&checked.prefix).await {
+                    Ok(()) => relay(client, upstream, idle_timeout, entry).await,
+                    Err(_) => End::UpstreamError,
+                }
+            }
+            Err(refusal) => {
+                recorder.record().requested_server_name = refusal.server_name;
+                entry
+                    .bytes_received
+                    .fetch_add(refusal.received as u64, Ordering::Relaxed);
+                let _ = client.shutdown().await;
+                End::Refused(refusal.reason)
+            }
+        }
+    } else {
+        relay(client, upstream, idle_timeout, entry).await
+    };
+
+    let record = recorder.record();
+    record.bytes_received = entry.bytes_received.load(Ordering::Relaxed);
+    record.bytes_sent = entry.bytes_sent.load(Ordering::Relaxed);
+    match end {
+        End::Closed => {}
+        End::ClientError => record
+            .response_flags
+            .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION),
+        End::UpstreamError => record
+            .response_flags
+            .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+        End::IdleTimeout => record.connection_termination_details = Some("idle_timeout".into()),
+        End::Revoked => record.connection_termination_details = Some("policy_revoked".into()),
+        End::Refused(reason) => record.connection_termination_details = Some(reason.into()),
+    }
+    recorder.finish();
+    drop(registration);
+    active.dec();
+}
+
+/// Relays the tunnel. Kept to one call so that the gateway's shared tunnel relay can
+/// take its place.
+async fn relay(
+    client: TokioIo<hyper::upgrade::Upgraded>,
+    upstream: TcpStream,
+    idle_timeout: Duration,
+    entry: &crate::connections::Entry,
+) -> End {
+    tunnel::relay(client, upstream, idle_timeout, entry).await
 }

@@ -24,7 +24,7 @@ use crate::audit::{Recorder, ResponseFlags};
 use crate::connections::Kind;
 use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
-use crate::policy::{Listener, Verdict};
+use crate::policy::{Listener, Protocol, Verdict};
 use crate::upstream::{Lease, UpstreamBody};
 use crate::wire::host::{parse_authority, Host};
 
@@ -66,7 +66,8 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: 
         .max_header_size(ctx.limits.max_header_bytes)
         .max_buf_size(ctx.limits.max_header_bytes.max(64 * 1024) + 16 * 1024)
         .keep_alive(true)
-        .serve_connection(io, service);
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(served);
 
     let limits = &ctx.limits;
@@ -183,6 +184,10 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
         record.downstream_local_address = Some(conn.accepted.local);
         record.downstream_remote_address = Some(conn.peer());
     }
+    if req.method() == Method::CONNECT && conn.accepted.spec.protocol == Protocol::Connect {
+        let response = super::connect::tunnel(&conn.ctx, &conn.accepted, req, recorder).await;
+        return response.map(|body| body.with_in_flight(in_flight));
+    }
     let body_failed = Arc::new(AtomicBool::new(false));
     let response = match exchange(&conn, req, &mut recorder, &body_failed).await {
         Ok((response, lease, deadline)) => upstream_response(response, lease, deadline, recorder),
@@ -297,6 +302,12 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
             "CONNECT is not served on an http listener; use a connect listener",
         ));
     }
+    if spec.protocol == Protocol::Connect && req.uri().authority().is_none() {
+        return Err(bad(
+            "origin_form_on_proxy",
+            "a forward proxy serves CONNECT host:port and absolute URIs (GET http://host/path)",
+        ));
+    }
     let target = if let Some(authority) = req.uri().authority() {
         if req.uri().scheme_str() != Some("http") {
             return Err(bad(
@@ -407,7 +418,7 @@ fn upstream_response(
 }
 
 /// The gateway's own answer to a request it does not forward: one line of text.
-fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseBody> {
+pub(super) fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseBody> {
     let status = error.status();
     let record = recorder.record();
     record.response_code = status.as_u16();

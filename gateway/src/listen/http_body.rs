@@ -114,6 +114,16 @@ impl ResponseBody {
         }
     }
 
+    /// No body and no record: a CONNECT tunnel writes its own audit line when it ends.
+    pub fn empty() -> Self {
+        Self {
+            source: Source::Local(None),
+            recorder: None,
+            sent: 0,
+            in_flight: None,
+        }
+    }
+
     /// The upstream's body.
     pub fn upstream(
         body: Incoming,

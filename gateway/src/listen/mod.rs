@@ -91,7 +91,7 @@ pub async fn bind(
     spec: &Listener,
     override_ip: Option<IpAddr>,
 ) -> Result<TcpListener, ListenError> {
-    if spec.protocol != Protocol::Http {
+    if !matches!(spec.protocol, Protocol::Http | Protocol::Connect) {
         return Err(ListenError::Unsupported {
             name: spec.name.clone(),
             protocol: spec.protocol,

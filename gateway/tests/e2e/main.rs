@@ -11,8 +11,10 @@
 mod audit_lines;
 mod bad_requests;
 mod common;
+mod connect;
 mod forwarding;
 mod guard;
 mod observability;
+mod proxy_protocol;
 mod reload;
 mod upstream_failures;

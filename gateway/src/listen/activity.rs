@@ -212,6 +212,12 @@ impl<S> Tracked<S> {
             scan: HeadScan::default(),
         }
     }
+
+    /// The socket, for a connection that stops being HTTP (a CONNECT tunnel): a tunnel
+    /// passes half-closes on and must not linger-read the client's bytes away.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use ::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::activity::Tracked;
 use super::http::local_reply;
 use super::http_body::ResponseBody;
 use super::{http, Accepted, Context, Downstream};
@@ -130,8 +131,8 @@ async fn run(
     opened: Opened,
     mut recorder: Recorder,
 ) {
-    let mut client = match upgrade.await {
-        Ok(upgraded) => TokioIo::new(upgraded),
+    let (mut client, early) = match upgrade.await {
+        Ok(upgraded) => client_side(upgraded),
         Err(e) => {
             // The client left before the 200 reached it; the record says DC on drop.
             tracing::debug!(peer = %accepted.source.addr, error = %e, "CONNECT upgrade failed");
@@ -161,37 +162,43 @@ async fn run(
         ..
     } = opened;
 
-    let end = if accepted.spec.check_sni {
-        match sni::check(
+    let checked = if accepted.spec.check_sni {
+        let host = &destination.host;
+        let hello_timeout = ctx.limits.header_timeout;
+        sni::check(
             &mut client,
+            early,
             &upstream,
-            &destination.host,
+            host,
             idle_timeout,
-            ctx.limits.header_timeout,
+            hello_timeout,
         )
         .await
-        {
-            Ok(checked) => {
-                recorder.record().requested_server_name = checked.server_name;
-                entry
-                    .bytes_received
-                    .fetch_add(checked.prefix.len() as u64, Ordering::Relaxed);
-                match upstream.write_all(&checked.prefix).await {
-                    Ok(()) => relay(client, upstream, idle_timeout, entry).await,
-                    Err(_) => End::UpstreamError,
-                }
-            }
-            Err(refusal) => {
-                recorder.record().requested_server_name = refusal.server_name;
-                entry
-                    .bytes_received
-                    .fetch_add(refusal.received as u64, Ordering::Relaxed);
-                let _ = client.shutdown().await;
-                End::Refused(refusal.reason)
+    } else {
+        Ok(sni::Checked {
+            prefix: early,
+            server_name: None,
+        })
+    };
+    let end = match checked {
+        Ok(checked) => {
+            recorder.record().requested_server_name = checked.server_name;
+            entry
+                .bytes_received
+                .fetch_add(checked.prefix.len() as u64, Ordering::Relaxed);
+            match upstream.write_all(&checked.prefix).await {
+                Ok(()) => relay(client, upstream, idle_timeout, entry).await,
+                Err(_) => End::UpstreamError,
             }
         }
-    } else {
-        relay(client, upstream, idle_timeout, entry).await
+        Err(refusal) => {
+            recorder.record().requested_server_name = refusal.server_name;
+            entry
+                .bytes_received
+                .fetch_add(refusal.received as u64, Ordering::Relaxed);
+            let _ = client.shutdown().await;
+            End::Refused(refusal.reason)
+        }
     };
 
     let record = recorder.record();
@@ -214,10 +221,30 @@ async fn run(
     active.dec();
 }
 
+/// The client's side of a tunnel.
+type ClientIo = Box<dyn ClientStream>;
+
+trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// The client's socket back from hyper, and the bytes hyper read past the CONNECT head
+/// (a client may send its ClientHello without waiting for the 200). The socket leaves
+/// the HTTP connection's wrapper, whose lingering close would read tunnel bytes away.
+fn client_side(upgraded: Upgraded) -> (ClientIo, Vec<u8>) {
+    match upgraded.downcast::<TokioIo<Tracked<Downstream>>>() {
+        Ok(parts) => (
+            Box::new(parts.io.into_inner().into_inner()),
+            parts.read_buf.to_vec(),
+        ),
+        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Vec::new()),
+    }
+}
+
 /// Relays the tunnel. Kept to one call so that the gateway's shared tunnel relay can
 /// take its place.
 async fn relay(
-    client: TokioIo<hyper::upgrade::Upgraded>,
+    client: ClientIo,
     upstream: TcpStream,
     idle_timeout: Duration,
     entry: &crate::connections::Entry,

@@ -120,3 +120,79 @@ pub fn refuse(
     record.downstream_remote_address = Some(peer);
     recorder.finish();
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair: the client's end and the gateway's.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [listener.local_addr().unwrap()];
+        let (client, accepted) = tokio::join!(
+            crate::upstream::connect_tcp(&addrs, Duration::from_secs(5)),
+            listener.accept()
+        );
+        (client.unwrap().0, accepted.unwrap().0)
+    }
+
+    async fn dribble(mut client: TcpStream, bytes: Vec<u8>) -> TcpStream {
+        for byte in bytes {
+            client.write_all(&[byte]).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        client
+    }
+
+    #[tokio::test]
+    async fn a_header_sent_byte_by_byte_is_read_and_the_payload_left_whole() {
+        let mut v2 = crate::wire::proxy::V2_SIGNATURE.to_vec();
+        v2.extend_from_slice(&[
+            0x21, 0x11, 0, 12, 192, 0, 2, 1, 10, 0, 0, 1, 0x1f, 0x90, 1, 187,
+        ]);
+        for (header, source) in [
+            (
+                b"PROXY TCP4 192.0.2.1 10.0.0.1 8080 443\r\n".to_vec(),
+                "192.0.2.1:8080",
+            ),
+            (v2, "192.0.2.1:8080"),
+        ] {
+            let (client, mut server) = pair().await;
+            let mut bytes = header;
+            bytes.extend_from_slice(b"\r\n\r\nPROXY payload");
+            let sending = tokio::spawn(dribble(client, bytes));
+            let got = read_header(&mut server, Duration::from_secs(5))
+                .await
+                .unwrap();
+            assert_eq!(got, Some(source.parse().unwrap()));
+            let client = sending.await.unwrap();
+            drop(client);
+            let mut payload = Vec::new();
+            server.read_to_end(&mut payload).await.unwrap();
+            assert_eq!(payload, b"\r\n\r\nPROXY payload");
+        }
+    }
+
+    #[tokio::test]
+    async fn silence_is_a_timeout_and_an_early_close_is_closed() {
+        let (_client, mut server) = pair().await;
+        let err = read_header(&mut server, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.details(), "proxy_protocol_timeout");
+        let (mut client, mut server) = pair().await;
+        client.write_all(b"PROXY TCP4 19").await.unwrap();
+        drop(client);
+        let err = read_header(&mut server, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (err.details(), err.termination()),
+            ("proxy_protocol_invalid", "closed")
+        );
+    }
+}

@@ -52,6 +52,7 @@ impl Refusal {
 /// arrives from either side within `idle`.
 pub(super) async fn check<C>(
     client: &mut C,
+    early: Vec<u8>,
     upstream: &TcpStream,
     host: &Host,
     idle: Duration,
@@ -60,28 +61,26 @@ pub(super) async fn check<C>(
 where
     C: AsyncRead + Unpin,
 {
-    let mut prefix = Vec::with_capacity(2048);
+    let mut prefix = early;
     let mut chunk = vec![0u8; 4096];
-    let mut probe = [0u8; 1];
-    let first = tokio::select! {
-        read = client.read(&mut chunk) => read,
-        _ = upstream.peek(&mut probe) => return Ok(Checked { prefix, server_name: None }),
-        () = tokio::time::sleep(idle) => return Err(Refusal::new("idle_timeout", 0)),
-    };
-    let deadline = Instant::now() + hello_timeout;
-    let mut read = first;
-    loop {
-        let n = match read {
-            Ok(0) if prefix.is_empty() => {
-                return Ok(Checked {
-                    prefix,
-                    server_name: None,
-                })
-            }
-            Ok(0) | Err(_) => return Err(Refusal::new("tls_client_hello_invalid", prefix.len())),
-            Ok(n) => n,
+    if prefix.is_empty() {
+        let mut probe = [0u8; 1];
+        let n = tokio::select! {
+            read = client.read(&mut chunk) => read.unwrap_or(0),
+            _ = upstream.peek(&mut probe) => 0,
+            () = tokio::time::sleep(idle) => return Err(Refusal::new("idle_timeout", 0)),
         };
+        if n == 0 {
+            // The client closed, or the upstream spoke first: not a TLS client.
+            return Ok(Checked {
+                prefix,
+                server_name: None,
+            });
+        }
         prefix.extend_from_slice(&chunk[..n]);
+    }
+    let deadline = Instant::now() + hello_timeout;
+    loop {
         match parse_client_hello(&prefix) {
             Ok(hello) => return judge(prefix, hello.server_name, host),
             Err(SniError::NotTls) => {
@@ -93,10 +92,11 @@ where
             Err(SniError::Incomplete { .. }) if prefix.len() < MAX_CLIENT_HELLO_BYTES => {}
             Err(_) => return Err(Refusal::new("tls_client_hello_invalid", prefix.len())),
         }
-        read = match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
-            Ok(read) => read,
+        match tokio::time::timeout_at(deadline, client.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => prefix.extend_from_slice(&chunk[..n]),
+            Ok(_) => return Err(Refusal::new("tls_client_hello_invalid", prefix.len())),
             Err(_) => return Err(Refusal::new("tls_client_hello_timeout", prefix.len())),
-        };
+        }
     }
 }
 

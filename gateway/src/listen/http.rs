@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TE, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -303,7 +305,7 @@ fn upstream_request(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop_but_trailer(&mut parts.headers);
     strip_internal(&mut parts.headers);
     if trailers {
         parts
@@ -330,6 +332,16 @@ fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
+/// Strips hop-by-hop headers but keeps `Trailer`, which RFC 9110 no longer counts as
+/// one: HTTP/1.1 sends trailers only for the fields it announces.
+fn strip_hop_by_hop_but_trailer(headers: &mut HeaderMap) {
+    let announced: Vec<HeaderValue> = headers.get_all(TRAILER).iter().cloned().collect();
+    strip_hop_by_hop(headers);
+    for value in announced {
+        headers.append(TRAILER, value);
+    }
+}
+
 fn upstream_response(
     response: Response<Incoming>,
     lease: Lease,
@@ -337,7 +349,7 @@ fn upstream_response(
     mut recorder: Recorder,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop_but_trailer(&mut parts.headers);
     let record = recorder.record();
     if let Some(service) = record.upstream_service_time {
         if let Ok(value) = HeaderValue::from_str(&service.as_millis().to_string()) {

@@ -10,9 +10,13 @@
 
 mod audit_lines;
 mod bad_requests;
+mod clients;
 mod common;
 mod forwarding;
 mod guard;
+mod h2;
+mod mtls;
 mod observability;
 mod reload;
+mod tls_origination;
 mod upstream_failures;

@@ -9,6 +9,7 @@
 //! TLS origination the key also holds the server name and the trust it was verified
 //! with, so a connection verified for one name is never lent to another.
 
+mod conn;
 mod origination;
 mod pool;
 

@@ -343,3 +343,50 @@ pub fn refuse(
     record.downstream_remote_address = Some(source.addr);
     recorder.finish();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: rustls::Error) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn handshake_failures_are_told_apart() {
+        let missing = TlsInError::from_io(&io(rustls::Error::NoCertificatesPresented));
+        assert_eq!(missing.details(), "client_certificate_required");
+        assert!(missing.flags().is_empty());
+        let refused = TlsInError::from_io(&io(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        )));
+        assert_eq!(refused.details(), "client_certificate_refused");
+        let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof");
+        assert_eq!(
+            TlsInError::from_io(&eof).details(),
+            "downstream_remote_disconnect"
+        );
+        let garbage = TlsInError::from_io(&io(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        )));
+        assert_eq!(garbage.details(), "tls_handshake_failed");
+        assert_eq!(garbage.flags(), ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR);
+    }
+
+    #[tokio::test]
+    async fn missing_files_are_unavailable_and_named() {
+        let spec = ListenerTls {
+            cert: "missing.crt".into(),
+            key: "missing.key".into(),
+            client_ca: None,
+            require_client_cert: false,
+        };
+        let tls = TlsTerminator::new("mesh", &spec, Path::new("/nonexistent"), &[]);
+        match tls.load().await {
+            Err(TlsInError::Unavailable(why)) => {
+                assert!(why.contains("/nonexistent/missing.crt"), "{why}");
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+}

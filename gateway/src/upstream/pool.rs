@@ -6,13 +6,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::header::HOST;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::conn::{as_http1, as_http2, handshake, upstream_error, Conn};
 use super::origination::ClientConfigs;
 use super::{connect_tcp, Endpoints, Origination, Transport, UpstreamBody};
 use crate::error::EgressError;
@@ -65,12 +63,6 @@ impl Entry {
     fn is_empty(&self) -> bool {
         self.idle.is_empty() && self.shared.is_none()
     }
-}
-
-/// A connection ready for a request.
-enum Conn {
-    Http1(http1::SendRequest<UpstreamBody>),
-    Http2(http2::SendRequest<UpstreamBody>),
 }
 
 /// Pooled connections to upstreams, and the TLS configurations they were made with.
@@ -145,6 +137,13 @@ impl Pool {
     fn share(&self, key: Key, sender: &http2::SendRequest<UpstreamBody>, endpoints: Endpoints) {
         let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         map.entry(key).or_default().shared = Some((sender.clone(), endpoints));
+    }
+
+    fn unshare(&self, key: &Key) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(entry) = map.get_mut(key) {
+            entry.shared = None;
+        }
     }
 
     fn take(&self, key: &Key) -> Option<(Conn, Endpoints)> {
@@ -238,7 +237,7 @@ impl Pool {
         let peer = endpoints.peer;
         let lease = |conn| Lease {
             pool: Arc::clone(self),
-            key,
+            key: key.clone(),
             conn,
             endpoints,
         };
@@ -256,7 +255,10 @@ impl Pool {
                 }
             }
             Conn::Http2(mut sender) => {
+                // A shared connection that cannot take this request takes no other:
+                // it leaves the pool, so the retry opens a fresh one.
                 if sender.ready().await.is_err() {
+                    self.unshare(&key);
                     return Err(Retry::Unsent(request));
                 }
                 match sender
@@ -265,7 +267,11 @@ impl Pool {
                 {
                     Ok(response) => Ok((response, lease(None))),
                     Err(mut e) => match e.take_message() {
-                        Some(unsent) => Err(Retry::Unsent(unsent)),
+                        Some(unsent) => {
+                            self.unshare(&key);
+                            Err(Retry::Unsent(unsent))
+                        }
+                        // A stream's own failure: the connection serves the others on.
                         None => Err(Retry::Failed(upstream_error(peer, e.into_error()))),
                     },
                 }
@@ -306,114 +312,9 @@ enum Retry {
     Failed(EgressError),
 }
 
-async fn handshake<T>(io: T, h2: bool, peer: SocketAddr) -> Result<Conn, EgressError>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let io = TokioIo::new(io);
-    if h2 {
-        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake::<_, UpstreamBody>(io)
-            .await
-            .map_err(|e| upstream_error(peer, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
-            }
-        });
-        Ok(Conn::Http2(sender))
-    } else {
-        let (sender, conn) = http1::Builder::new()
-            .handshake::<_, UpstreamBody>(io)
-            .await
-            .map_err(|e| upstream_error(peer, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(Conn::Http1(sender))
-    }
-}
-
-/// HTTP/1.1 form: origin-form target and a `Host` header.
-fn as_http1(mut request: Request<UpstreamBody>) -> Request<UpstreamBody> {
-    if let Some(authority) = request.uri().authority().cloned() {
-        if !request.headers().contains_key(HOST) {
-            if let Ok(value) = authority.as_str().parse() {
-                request.headers_mut().insert(HOST, value);
-            }
-        }
-        let path = request
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/"));
-        *request.uri_mut() = path;
-    }
-    *request.version_mut() = Version::HTTP_11;
-    request
-}
-
-/// HTTP/2 form: `:scheme` and `:authority` from the `Host` header, which HTTP/2 carries
-/// as a pseudo-header instead.
-fn as_http2(mut request: Request<UpstreamBody>, scheme: &str) -> Request<UpstreamBody> {
-    if let Some(host) = request.headers_mut().remove(HOST) {
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let absolute = format!(
-            "{scheme}://{}{path}",
-            String::from_utf8_lossy(host.as_bytes())
-        );
-        if let Ok(uri) = absolute.parse() {
-            *request.uri_mut() = uri;
-        }
-    }
-    *request.version_mut() = Version::HTTP_2;
-    request
-}
-
-fn upstream_error(addr: SocketAddr, e: hyper::Error) -> EgressError {
-    if e.is_parse() || e.is_parse_status() {
-        EgressError::UpstreamProtocol {
-            addr,
-            reason: e.to_string(),
-        }
-    } else {
-        EgressError::UpstreamReset {
-            addr,
-            reason: e.to_string(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::{BodyExt, Empty};
-
-    fn request(uri: &str, host: Option<&str>) -> Request<UpstreamBody> {
-        let mut builder = Request::builder().uri(uri);
-        if let Some(host) = host {
-            builder = builder.header(HOST, host);
-        }
-        builder
-            .body(Empty::new().map_err(|never| match never {}).boxed())
-            .unwrap()
-    }
-
-    #[test]
-    fn requests_switch_forms_both_ways() {
-        let h2 = as_http2(request("/a?b=1", Some("api.example.com:8443")), "https");
-        assert_eq!(h2.uri().to_string(), "https://api.example.com:8443/a?b=1");
-        assert!(h2.headers().get(HOST).is_none());
-        assert_eq!(h2.version(), Version::HTTP_2);
-        let h1 = as_http1(h2);
-        assert_eq!(h1.uri().to_string(), "/a?b=1");
-        assert_eq!(h1.headers()[HOST], "api.example.com:8443");
-        assert_eq!(h1.version(), Version::HTTP_11);
-    }
 
     #[test]
     fn keys_tell_transports_apart() {

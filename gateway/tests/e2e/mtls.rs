@@ -22,7 +22,7 @@ struct Mesh {
     upstream: StubUpstream,
     ca: TestCa,
     _dns: TestDns,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Writes the gateway's certificate and key, and the mesh CA, into `dir`.
@@ -66,7 +66,7 @@ rules:
             upstream,
             ca,
             _dns: dns,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -256,8 +256,8 @@ async fn a_replaced_certificate_serves_without_a_restart() {
     // The gateway's certificate is rotated to one from a new CA; client_ca is unchanged.
     let rotated = TestCa::named("rotated CA");
     let (cert, key) = (
-        mesh._dir.path().join("gateway.crt"),
-        mesh._dir.path().join("gateway.key"),
+        mesh.dir.path().join("gateway.crt"),
+        mesh.dir.path().join("gateway.key"),
     );
     let issued = rotated.issue_server(&[GATEWAY_NAME]);
     std::fs::write(&key, &issued.key_pem).unwrap();
@@ -298,4 +298,29 @@ async fn relative_paths_are_in_the_policy_directory_and_load_when_they_appear() 
     })
     .await;
     assert!(served, "the certificate written later was never served");
+}
+
+#[tokio::test]
+async fn a_listener_without_client_ca_terminates_tls_for_anyone() {
+    let mesh = Mesh::start_with("{cert: {DIR}/gateway.crt, key: {DIR}/gateway.key}", true).await;
+    // A client certificate is not asked for, so no identity: the payments rule does not
+    // match, and the line says who asked only by address.
+    let client = mesh.ca.issue_client(PAYMENTS);
+    let response = mesh
+        .get(mesh.config(&mesh.ca, b"h2", Some(&client)), true)
+        .await
+        .unwrap();
+    assert_eq!(response.status, 403);
+    assert_eq!(
+        mesh.audit(1).await,
+        [
+            "HTTP/2",
+            "403",
+            "-",
+            "rbac_access_denied_matched_policy[none]",
+            "-",
+            GATEWAY_NAME,
+            "-"
+        ]
+    );
 }

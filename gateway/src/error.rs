@@ -68,6 +68,15 @@ pub enum EgressError {
         /// The rule's connect_timeout.
         timeout: Duration,
     },
+    /// TLS origination failed: the upstream's certificate does not verify, the handshake
+    /// failed or timed out, or the rule's `ca_file` does not load.
+    #[error("TLS to upstream {addr} failed: {reason}")]
+    UpstreamTls {
+        /// The upstream.
+        addr: SocketAddr,
+        /// `TLS_error:...`, as UPSTREAM_TRANSPORT_FAILURE_REASON prints it.
+        reason: String,
+    },
     /// The route's request_timeout passed before the response completed.
     #[error("upstream {addr} did not answer within {}", humantime::format_duration(*timeout))]
     UpstreamTimeout {
@@ -110,6 +119,7 @@ impl EgressError {
             EgressError::Dns { .. }
             | EgressError::Connect { .. }
             | EgressError::ConnectTimeout { .. }
+            | EgressError::UpstreamTls { .. }
             | EgressError::UpstreamReset { .. }
             | EgressError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -121,9 +131,9 @@ impl EgressError {
             EgressError::BadRequest { .. } => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
             EgressError::Denied { .. } | EgressError::AddressRefused { .. } => ResponseFlags::NONE,
             EgressError::Dns { .. } => ResponseFlags::DNS_RESOLUTION_FAILED,
-            EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
-                ResponseFlags::UPSTREAM_CONNECTION_FAILURE
-            }
+            EgressError::Connect { .. }
+            | EgressError::ConnectTimeout { .. }
+            | EgressError::UpstreamTls { .. } => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
             EgressError::UpstreamTimeout { .. } => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             EgressError::UpstreamReset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             EgressError::UpstreamProtocol { .. } => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
@@ -144,6 +154,9 @@ impl EgressError {
             EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
                 "upstream_reset_before_response_started{connection_failure}".to_owned()
             }
+            EgressError::UpstreamTls { reason, .. } => {
+                format!("upstream_reset_before_response_started{{connection_failure,{reason}}}")
+            }
             EgressError::UpstreamTimeout { .. } => "response_timeout".to_owned(),
             EgressError::UpstreamReset { .. } => {
                 "upstream_reset_before_response_started{connection_termination}".to_owned()
@@ -160,6 +173,7 @@ impl EgressError {
         match self {
             EgressError::Connect { reason, .. } => Some(reason.clone()),
             EgressError::ConnectTimeout { .. } => Some("connect_timeout".to_owned()),
+            EgressError::UpstreamTls { reason, .. } => Some(reason.clone()),
             _ => None,
         }
     }
@@ -169,6 +183,7 @@ impl EgressError {
         match self {
             EgressError::Connect { addr, .. }
             | EgressError::ConnectTimeout { addr, .. }
+            | EgressError::UpstreamTls { addr, .. }
             | EgressError::UpstreamTimeout { addr, .. }
             | EgressError::UpstreamReset { addr, .. }
             | EgressError::UpstreamProtocol { addr, .. } => Some(*addr),
@@ -225,5 +240,19 @@ mod tests {
         };
         assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(refused.flags(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+        let tls = EgressError::UpstreamTls {
+            addr,
+            reason: "TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer".into(),
+        };
+        assert_eq!(tls.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(tls.flags(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);
+        assert_eq!(
+            tls.details(),
+            "upstream_reset_before_response_started{connection_failure,TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer}"
+        );
+        assert_eq!(
+            tls.transport_failure().as_deref(),
+            Some("TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer")
+        );
     }
 }

@@ -1,32 +1,97 @@
 //! The only place that opens upstream sockets: TCP connect with the route's timeout to
-//! addresses the guard has passed, and a pool of HTTP/1.1 keep-alive connections.
+//! addresses the guard has passed, TLS origination where the rule asks
+//! ([`origination`]), and a pool of HTTP/1.1 keep-alive and HTTP/2 connections
+//! ([`pool`]).
 //!
 //! The pool is keyed by the address connected to, not the name: a name is resolved and
 //! guarded for every request, and only then can a pooled connection to that address be
-//! reused, so DNS changes and policy changes take effect without draining the pool.
+//! reused, so DNS changes and policy changes take effect without draining the pool. Under
+//! TLS origination the key also holds the server name and the trust it was verified
+//! with, so a connection verified for one name is never lent to another.
 
-use std::collections::HashMap;
+mod conn;
+mod origination;
+mod pool;
+
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::EgressError;
+use crate::policy::{Route, UpstreamProtocol};
+use crate::wire::host::Host;
+
+pub use pool::{Lease, Pool};
 
 /// The body of a request sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, hyper::Error>;
 
-/// How long an unused pooled connection is kept.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per upstream address.
-const POOL_MAX_IDLE_PER_ADDR: usize = 256;
+/// How a request reaches its upstream: in clear text or under TLS, HTTP/1.1 or HTTP/2.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Transport {
+    /// TLS origination, when the rule asks for it.
+    pub tls: Option<Origination>,
+    /// The rule asks for HTTP/2 (prior knowledge in clear text, ALPN `h2` only under
+    /// TLS). Otherwise HTTP/1.1, or HTTP/2 when ALPN picks it under TLS.
+    pub h2: bool,
+}
+
+/// TLS to the upstream: the name it must prove (and the SNI sent), and the extra CA
+/// bundle trusted besides the web PKI roots.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origination {
+    /// The destination host: a DNS name or an IP address (without brackets).
+    pub server_name: String,
+    /// The rule's `ca_file`, made absolute.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Transport {
+    /// Plain HTTP/1.1, what a rule asks for unless it says otherwise.
+    pub const PLAIN: Transport = Transport {
+        tls: None,
+        h2: false,
+    };
+
+    /// The transport `route` asks for to reach `host`; a relative `ca_file` is taken
+    /// from `policy_dir`.
+    pub fn for_route(route: &Route, host: &Host, policy_dir: &Path) -> Self {
+        let tls = route.tls_origination.then(|| Origination {
+            server_name: match host {
+                Host::Name(name) => name.clone(),
+                Host::Ip(ip) => ip.to_string(),
+            },
+            ca_file: route.ca_file.as_ref().map(|f| policy_dir.join(f)),
+        });
+        Transport {
+            tls,
+            h2: route.upstream_protocol == UpstreamProtocol::H2,
+        }
+    }
+
+    /// The upstream port for a request to `port`: under TLS origination a request to
+    /// port 80 (the port of `http://host/` without one) goes to 443, as Istio's egress
+    /// TLS origination does; any other port is kept.
+    pub fn upstream_port(&self, port: u16) -> u16 {
+        match (&self.tls, port) {
+            (Some(_), 80) => 443,
+            _ => port,
+        }
+    }
+
+    /// `http` or `https`: the scheme of the upstream request.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
 
 /// An upstream connection's two ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +137,7 @@ pub async fn connect_tcp(
     )))
 }
 
-fn io_reason(e: &std::io::Error) -> String {
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind;
     match e.kind() {
         ErrorKind::ConnectionRefused => "connection_refused".to_owned(),
@@ -83,163 +148,36 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
-struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
-    endpoints: Endpoints,
-    since: Instant,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::Policy;
 
-/// Pooled HTTP/1.1 connections to upstreams.
-#[derive(Default)]
-pub struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pool").finish_non_exhaustive()
-    }
-}
-
-/// A connection lent for one request; give it back with [`Lease::release`] once the
-/// response body has been read to its end.
-pub struct Lease {
-    pool: Arc<Pool>,
-    sender: http1::SendRequest<UpstreamBody>,
-    endpoints: Endpoints,
-}
-
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("endpoints", &self.endpoints)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Lease {
-    /// Returns the connection to the pool for the next request.
-    pub fn release(self) {
-        self.pool.put(Idle {
-            sender: self.sender,
-            endpoints: self.endpoints,
-            since: Instant::now(),
-        });
-    }
-}
-
-impl Pool {
-    /// An empty pool.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    #[test]
+    fn origination_moves_port_80_to_443_and_keeps_others() {
+        let mut route = Policy::empty().default_route();
+        let host = Host::Name("api.example.com".into());
+        let plain = Transport::for_route(&route, &host, Path::new("/p"));
+        assert_eq!(plain, Transport::PLAIN);
+        assert_eq!(plain.upstream_port(80), 80);
+        route.tls_origination = true;
+        route.ca_file = Some("ca.pem".into());
+        let tls = Transport::for_route(&route, &host, Path::new("/p"));
+        assert_eq!(tls.upstream_port(80), 443);
+        assert_eq!(tls.upstream_port(8443), 8443);
+        assert_eq!(tls.scheme(), "https");
+        let origination = tls.tls.unwrap();
+        assert_eq!(origination.server_name, "api.example.com");
+        assert_eq!(origination.ca_file, Some(PathBuf::from("/p/ca.pem")));
     }
 
-    fn put(&self, idle: Idle) {
-        if idle.sender.is_closed() {
-            return;
-        }
-        let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = map.entry(idle.endpoints.peer).or_default();
-        if list.len() < POOL_MAX_IDLE_PER_ADDR {
-            list.push(idle);
-        }
-    }
-
-    fn take(&self, addr: SocketAddr) -> Option<Idle> {
-        let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = map.get_mut(&addr)?;
-        while let Some(idle) = list.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < POOL_IDLE_TIMEOUT {
-                return Some(idle);
-            }
-        }
-        None
-    }
-
-    /// Drops idle connections that expired or were closed by the upstream.
-    pub fn purge(&self) {
-        let mut map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        map.retain(|_, list| {
-            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() < POOL_IDLE_TIMEOUT);
-            !list.is_empty()
-        });
-    }
-
-    /// Idle connections held now.
-    pub fn idle_count(&self) -> usize {
-        let map = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        map.values().map(Vec::len).sum()
-    }
-
-    /// Sends `request` to one of `addrs`, on a pooled connection when one is idle, else
-    /// on a new one. A request that a stale pooled connection could not even send is
-    /// sent again on a fresh connection; nothing is sent twice.
-    ///
-    /// Fails when no connection can be made, or the upstream fails before answering.
-    pub async fn send(
-        self: &Arc<Self>,
-        addrs: &[SocketAddr],
-        connect_timeout: Duration,
-        mut request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Lease), EgressError> {
-        while let Some(mut idle) = addrs.iter().find_map(|a| self.take(*a)) {
-            if idle.sender.ready().await.is_err() {
-                continue;
-            }
-            match idle.sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lease(idle.sender, idle.endpoints))),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) => request = unsent,
-                    None => return Err(upstream_error(idle.endpoints.peer, e.into_error())),
-                },
-            }
-        }
-        let (stream, endpoints) = connect_tcp(addrs, connect_timeout).await?;
-        let (mut sender, conn) = http1::Builder::new()
-            .handshake::<_, UpstreamBody>(TokioIo::new(stream))
-            .await
-            .map_err(|e| upstream_error(endpoints.peer, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        match sender.send_request(request).await {
-            Ok(response) => Ok((response, self.lease(sender, endpoints))),
-            Err(e) => Err(upstream_error(endpoints.peer, e)),
-        }
-    }
-
-    fn lease(
-        self: &Arc<Self>,
-        sender: http1::SendRequest<UpstreamBody>,
-        endpoints: Endpoints,
-    ) -> Lease {
-        Lease {
-            pool: Arc::clone(self),
-            sender,
-            endpoints,
-        }
-    }
-}
-
-impl Lease {
-    /// The connection's two ends.
-    pub fn endpoints(&self) -> Endpoints {
-        self.endpoints
-    }
-}
-
-fn upstream_error(addr: SocketAddr, e: hyper::Error) -> EgressError {
-    if e.is_parse() || e.is_parse_status() {
-        EgressError::UpstreamProtocol {
-            addr,
-            reason: e.to_string(),
-        }
-    } else {
-        EgressError::UpstreamReset {
-            addr,
-            reason: e.to_string(),
-        }
+    #[test]
+    fn an_ip_destination_is_verified_as_an_ip() {
+        let mut route = Policy::empty().default_route();
+        route.tls_origination = true;
+        route.upstream_protocol = UpstreamProtocol::H2;
+        let t = Transport::for_route(&route, &Host::Ip("::1".parse().unwrap()), Path::new("/"));
+        assert_eq!(t.tls.unwrap().server_name, "::1");
+        assert!(t.h2);
     }
 }

@@ -27,6 +27,15 @@ pub(crate) fn empty() -> StubBody {
     full(Bytes::new())
 }
 
+/// One data frame of `data`, then `trailers` (gRPC's `grpc-status` and the like).
+pub(crate) fn with_trailers(data: Bytes, trailers: http::HeaderMap) -> StubBody {
+    WithTrailers {
+        data: Some(data),
+        trailers: Some(trailers),
+    }
+    .boxed()
+}
+
 /// `len` bytes of `x`, with an exact size so HTTP/1.1 sends a `content-length`.
 pub(crate) fn repeated(len: u64) -> StubBody {
     Repeated { remaining: len }.boxed()
@@ -90,5 +99,29 @@ impl Body for Chunks {
 
     fn is_end_stream(&self) -> bool {
         self.next == self.count
+    }
+}
+
+struct WithTrailers {
+    data: Option<Bytes>,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Body for WithTrailers {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(data) = self.data.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
     }
 }

@@ -88,6 +88,11 @@ impl Shared {
 ///   Over HTTP/2 this resets the whole connection, every stream on it.
 /// - `/bytes/N` answers 200 with `N` bytes of `x` and a `content-length`.
 /// - `/stream/N` answers 200 with a chunked body of `N` chunks, `chunk 0\n`, `chunk 1\n`…
+/// - `/trailers` answers 200 (`content-type: application/grpc`) with the body
+///   `trailers\n` and the trailers `grpc-status: 0`, `grpc-message: ok`, and each
+///   request trailer echoed as `x-echo-<name>`, all announced in a `trailer` header
+///   (gRPC's shape; over HTTP/1.1 trailers are sent only to a client that asked with
+///   `te: trailers`).
 /// - anything else echoes: 200, `content-type: application/json`, and a body
 ///   `{"method", "path", "version", "headers": {name: [values]}, "body_len"}`.
 ///

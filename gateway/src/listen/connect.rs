@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::activity::Tracked;
+use super::preface::Rewind;
 use super::http::local_reply;
 use super::http_body::ResponseBody;
 use super::{http, Accepted, Context, Downstream};
@@ -232,7 +233,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
 /// (a client may send its ClientHello without waiting for the 200). The socket leaves
 /// the HTTP connection's wrapper, whose lingering close would read tunnel bytes away.
 fn client_side(upgraded: Upgraded) -> (ClientIo, Vec<u8>) {
-    match upgraded.downcast::<TokioIo<Tracked<Downstream>>>() {
+    match upgraded.downcast::<TokioIo<Tracked<Rewind<Downstream>>>>() {
         Ok(parts) => (
             Box::new(parts.io.into_inner().into_inner()),
             parts.read_buf.to_vec(),

@@ -1,5 +1,5 @@
-//! The client's side of a connection once it is accepted: a plain socket, or (later)
-//! a TLS session the listener terminated. Handlers read and write it the same way.
+//! The client's side of a connection once it is accepted: a plain socket, or a TLS
+//! session the listener terminated. Handlers read and write it the same way.
 
 use std::io;
 use std::pin::Pin;
@@ -7,12 +7,42 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 
 /// A downstream connection's byte stream.
 #[derive(Debug)]
 pub enum Downstream {
     /// Plain TCP.
     Plain(TcpStream),
+    /// A TLS session terminated by the listener (boxed: the session state is large).
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Downstream {
+    /// The SNI the client sent (REQUESTED_SERVER_NAME), on a terminated TLS session.
+    pub fn server_name(&self) -> Option<&str> {
+        match self {
+            Downstream::Plain(_) => None,
+            Downstream::Tls(s) => s.get_ref().1.server_name(),
+        }
+    }
+
+    /// The protocol agreed by ALPN, on a terminated TLS session that negotiated one.
+    pub fn alpn_protocol(&self) -> Option<&[u8]> {
+        match self {
+            Downstream::Plain(_) => None,
+            Downstream::Tls(s) => s.get_ref().1.alpn_protocol(),
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Downstream::Plain($s) => $e,
+            Downstream::Tls($s) => $e,
+        }
+    };
 }
 
 impl AsyncRead for Downstream {
@@ -21,9 +51,7 @@ impl AsyncRead for Downstream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Downstream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -33,21 +61,15 @@ impl AsyncWrite for Downstream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Downstream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Downstream::Plain(s) => Pin::new(s).poll_flush(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Downstream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -55,14 +77,10 @@ impl AsyncWrite for Downstream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Downstream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Downstream::Plain(s) => s.is_write_vectored(),
-        }
+        each!(self, s => s.is_write_vectored())
     }
 }

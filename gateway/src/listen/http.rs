@@ -1,167 +1,83 @@
-//! The `http` listener: HTTP/1.1 from the mesh, destination from `Host` or the absolute
-//! URI, forwarded through the upstream pool under the rule's timeouts.
+//! The `http` listener: HTTP/1.1 and HTTP/2 from the mesh, destination from `Host`,
+//! `:authority` or the absolute URI, forwarded through the upstream pool under the
+//! rule's timeouts (in clear text, or under TLS where the rule originates it).
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING,
+};
 use http::{Method, Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::activity::{Activity, Phase, Tracked};
+use super::activity::Activity;
 use super::headers::{ensure_request_id, protocol_name, strip_hop_by_hop, strip_internal};
 use super::http_body::{CountingBody, ResponseBody};
+use super::http_conn;
+use super::preface::{Rewind, Verdict as Preface};
 use super::{Accepted, Context, Downstream};
-use crate::audit::{Recorder, ResponseFlags};
+use crate::audit::Recorder;
 use crate::connections::Kind;
 use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
 use crate::policy::{Listener, Protocol, Verdict};
-use crate::upstream::{Lease, UpstreamBody};
+use crate::upstream::{Lease, Transport, UpstreamBody};
 use crate::wire::host::{parse_authority, Host};
 
 /// One downstream connection.
-struct Conn {
-    ctx: Arc<Context>,
-    accepted: Accepted,
-    activity: Arc<Activity>,
+pub(super) struct Conn {
+    pub(super) ctx: Arc<Context>,
+    pub(super) accepted: Accepted,
+    pub(super) activity: Arc<Activity>,
+    /// The SNI of a terminated TLS session (REQUESTED_SERVER_NAME).
+    pub(super) server_name: Option<String>,
 }
 
 impl Conn {
-    fn peer(&self) -> SocketAddr {
+    pub(super) fn peer(&self) -> SocketAddr {
         self.accepted.source.addr
     }
 }
 
-/// Serves one HTTP/1.1 connection until it closes, the gateway drains, or a timeout.
-pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: Downstream) {
+/// Serves one HTTP connection until it closes, the gateway drains, or a timeout:
+/// HTTP/2 when ALPN agreed on it or the client opens with the HTTP/2 preface (h2c prior
+/// knowledge), else HTTP/1.1.
+pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut io: Downstream) {
     let _registration = ctx.connections.register(
         Arc::clone(&accepted.listener),
         accepted.source.clone(),
         accepted.local,
         Kind::Http,
     );
-    let activity = Activity::new();
     let conn = Arc::new(Conn {
         ctx: Arc::clone(&ctx),
         accepted,
-        activity: Arc::clone(&activity),
+        activity: Activity::new(),
+        server_name: io.server_name().map(str::to_owned),
     });
-    let service_conn = Arc::clone(&conn);
-    let service = service_fn(move |req| {
-        let conn = Arc::clone(&service_conn);
-        async move { Ok::<_, Infallible>(handle(conn, req).await) }
-    });
-    let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
-    let served = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .max_header_size(ctx.limits.max_header_bytes)
-        .max_buf_size(ctx.limits.max_header_bytes.max(64 * 1024) + 16 * 1024)
-        .keep_alive(true)
-        .serve_connection(io, service)
-        .with_upgrades();
-    tokio::pin!(served);
-
-    let limits = &ctx.limits;
-    let mut draining = false;
-    let result = loop {
-        let deadline = match activity.phase() {
-            Phase::Head(since) => Some(since + limits.header_timeout),
-            Phase::Idle(since) => Some(since + limits.idle_timeout),
-            Phase::Request => None,
-        };
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            result = &mut served => break result,
-            () = ctx.drain.cancelled(), if !draining => {
-                draining = true;
-                served.as_mut().graceful_shutdown();
-            }
-            () = activity.changed() => {}
-            () = sleep => match activity.phase() {
-                Phase::Head(since) if since.elapsed() >= limits.header_timeout => {
-                    audit_connection_failure(&conn, 0, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "request_header_timeout");
-                    return;
-                }
-                Phase::Idle(since) if since.elapsed() >= limits.idle_timeout => return,
-                _ => {}
-            },
-        }
+    let (verdict, read) = match io.alpn_protocol() {
+        Some(b"h2") => (Preface::Http2, Vec::new()),
+        Some(b"http/1.1") => (Preface::Http1, Vec::new()),
+        _ => match http_conn::sniff(&conn, &mut io).await {
+            Some(sniffed) => sniffed,
+            None => return,
+        },
     };
-    if let Err(e) = result {
-        // Errors while a request is being served are on that request's own line.
-        if !activity.in_request() {
-            connection_error(&conn, &e);
-        }
+    let io = Rewind::new(Bytes::from(read), io);
+    match verdict {
+        Preface::Http2 => http_conn::serve_http2(conn, io).await,
+        Preface::Http1 => http_conn::serve_http1(conn, io).await,
+        Preface::Closed => {}
     }
 }
 
-/// hyper answered (or closed) the connection itself: a head it could not parse, too
-/// large, or cut short. Each still gets an audit line.
-fn connection_error(conn: &Conn, e: &hyper::Error) {
-    let (code, flags, details) = if e.is_parse_too_large() {
-        if e.to_string().contains("uri") {
-            (
-                414,
-                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-                "http1.uri_too_long",
-            )
-        } else {
-            (
-                431,
-                ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-                "http1.headers_too_large",
-            )
-        }
-    } else if e.is_parse() || e.is_parse_status() {
-        (
-            400,
-            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-            "http1.codec_error",
-        )
-    } else if e.is_incomplete_message() {
-        (
-            0,
-            ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
-            "downstream_remote_disconnect",
-        )
-    } else {
-        tracing::debug!(peer = %conn.peer(), error = %e, "downstream connection ended");
-        return;
-    };
-    conn.ctx.egress.metrics.bad_requests.inc();
-    audit_connection_failure(conn, code, flags, details);
-}
-
-fn audit_connection_failure(conn: &Conn, code: u16, flags: ResponseFlags, details: &str) {
-    let mut recorder = Recorder::start(
-        Arc::clone(&conn.ctx.recording),
-        Arc::clone(&conn.accepted.listener),
-    );
-    let record = recorder.record();
-    record.response_code = code;
-    record.response_flags = flags;
-    record.response_code_details = Some(details.to_owned());
-    record.downstream_local_address = Some(conn.accepted.local);
-    record.downstream_remote_address = Some(conn.peer());
-    recorder.finish();
-}
-
 /// Serves one request: always a response, and always exactly one audit line.
-async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let in_flight = conn.activity.begin_request();
     let mut recorder = Recorder::start(
         Arc::clone(&conn.ctx.recording),
@@ -183,6 +99,8 @@ async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<Respons
         record.request_headers = req.headers().clone();
         record.downstream_local_address = Some(conn.accepted.local);
         record.downstream_remote_address = Some(conn.peer());
+        record.downstream_peer_uri_san = conn.accepted.source.identity.clone();
+        record.requested_server_name = conn.server_name.clone();
     }
     if req.method() == Method::CONNECT && conn.accepted.spec.protocol == Protocol::Connect {
         let response = super::connect::tunnel(&conn.ctx, &conn.accepted, req, recorder).await;
@@ -228,19 +146,29 @@ async fn exchange(
     recorder.set_decision(judged.label());
     recorder.record().route_name = judged.rule_name().map(str::to_owned);
     let route = judged.route(&destination)?;
-    recorder.record().upstream_cluster = Some(destination.cluster_name());
-    let addrs = conn.ctx.egress.addresses(&route, &destination).await?;
+    let egress = &conn.ctx.egress;
+    let transport = Transport::for_route(&route, &destination.host, egress.store.dir());
+    let upstream = Destination {
+        host: destination.host.clone(),
+        port: transport.upstream_port(destination.port),
+    };
+    recorder.record().upstream_cluster = Some(upstream.cluster_name());
+    let addrs = egress.addresses(&route, &upstream).await?;
 
     let received = Arc::new(AtomicU64::new(0));
     recorder.count_bytes(Some(Arc::clone(&received)), None);
-    let upstream_req = upstream_request(req, &destination, received, Arc::clone(body_failed))?;
+    let upstream_req = upstream_request(
+        req,
+        &upstream,
+        &transport,
+        received,
+        Arc::clone(body_failed),
+    )?;
     let deadline = route.request_timeout.map(|t| Instant::now() + t);
     let sent_at = Instant::now();
-    let sending = conn
-        .ctx
-        .egress
+    let sending = egress
         .pool
-        .send(&addrs, route.connect_timeout, upstream_req);
+        .send(&addrs, route.connect_timeout, &transport, upstream_req);
     let outcome = match deadline {
         Some(at) => match tokio::time::timeout_at(at, sending).await {
             Ok(outcome) => outcome,
@@ -309,7 +237,13 @@ fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, 
         ));
     }
     let target = if let Some(authority) = req.uri().authority() {
-        if req.uri().scheme_str() != Some("http") {
+        // HTTP/2 always carries :scheme, `https` when the listener terminated TLS: it
+        // names the client's hop, and the rule decides how the upstream is reached.
+        let scheme_ok = match req.version() {
+            Version::HTTP_2 => matches!(req.uri().scheme_str(), Some("http" | "https")),
+            _ => req.uri().scheme_str() == Some("http"),
+        };
+        if !scheme_ok {
             return Err(bad(
                 "unsupported_scheme",
                 "only http:// absolute URIs are served on an http listener",
@@ -364,18 +298,34 @@ fn bad(reason: &'static str, message: impl Into<String>) -> EgressError {
     }
 }
 
+/// The request as the upstream gets it: origin form with a `Host` header (the pool
+/// turns it into `:authority` on an HTTP/2 connection), without hop-by-hop and internal
+/// headers, but with `te: trailers` kept, which gRPC needs.
 fn upstream_request(
     req: Request<Incoming>,
-    destination: &Destination,
+    upstream: &Destination,
+    transport: &Transport,
     received: Arc<AtomicU64>,
     failed: Arc<AtomicBool>,
 ) -> Result<Request<UpstreamBody>, EgressError> {
     let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    let trailers = parts.headers.get_all(TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
+    strip_hop_by_hop_but_trailer(&mut parts.headers);
     strip_internal(&mut parts.headers);
-    let host = match (&destination.host, destination.port) {
-        (Host::Ip(_) | Host::Name(_), 80) => destination.host.to_string(),
-        (_, port) => format!("{}:{port}", destination.host),
+    if trailers {
+        parts
+            .headers
+            .insert(TE, HeaderValue::from_static("trailers"));
+    }
+    let default_port = if transport.tls.is_some() { 443 } else { 80 };
+    let host = match (&upstream.host, upstream.port) {
+        (Host::Ip(_) | Host::Name(_), port) if port == default_port => upstream.host.to_string(),
+        (_, port) => format!("{}:{port}", upstream.host),
     };
     let host =
         HeaderValue::from_str(&host).map_err(|_| bad("invalid_host", "the host cannot be sent"))?;
@@ -392,6 +342,16 @@ fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
+/// Strips hop-by-hop headers but keeps `Trailer`, which RFC 9110 no longer counts as
+/// one: HTTP/1.1 sends trailers only for the fields it announces.
+fn strip_hop_by_hop_but_trailer(headers: &mut HeaderMap) {
+    let announced: Vec<HeaderValue> = headers.get_all(TRAILER).iter().cloned().collect();
+    strip_hop_by_hop(headers);
+    for value in announced {
+        headers.append(TRAILER, value);
+    }
+}
+
 fn upstream_response(
     response: Response<Incoming>,
     lease: Lease,
@@ -399,7 +359,7 @@ fn upstream_response(
     mut recorder: Recorder,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    strip_hop_by_hop_but_trailer(&mut parts.headers);
     let record = recorder.record();
     if let Some(service) = record.upstream_service_time {
         if let Ok(value) = HeaderValue::from_str(&service.as_millis().to_string()) {

@@ -7,9 +7,12 @@ pub mod downstream;
 mod headers;
 pub mod http;
 mod http_body;
+mod http_conn;
+mod preface;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+pub mod tls_in;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +30,7 @@ use crate::policy::{Listener, Protocol};
 use crate::source::Source;
 
 pub use downstream::Downstream;
+use tls_in::TlsTerminator;
 
 /// What every connection handler shares.
 #[derive(Debug)]
@@ -121,6 +125,24 @@ pub fn spawn(
 
 async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListener) {
     let name: Arc<str> = Arc::from(spec.name.as_str());
+    let tls = spec.tls.as_ref().map(|tls| {
+        let alpn: &[&[u8]] = match spec.protocol {
+            Protocol::Http => &[b"h2", b"http/1.1"],
+            Protocol::Connect => &[b"http/1.1"],
+            _ => &[],
+        };
+        Arc::new(TlsTerminator::new(
+            &spec.name,
+            tls,
+            ctx.egress.store.dir(),
+            alpn,
+        ))
+    });
+    if let Some(tls) = &tls {
+        // Loaded now so a missing certificate is in the log at start; connections are
+        // refused (with an audit line) until it loads.
+        let _ = tls.load().await;
+    }
     let active = ctx
         .egress
         .metrics
@@ -145,20 +167,23 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         let name = Arc::clone(&name);
         let spec = Arc::clone(&spec);
         let active = active.clone();
+        let tls = tls.clone();
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            serve(ctx, name, spec, stream, peer).await;
+            serve(ctx, name, spec, tls, stream, peer).await;
             active.dec();
         });
     }
 }
 
-/// One accepted connection: the PROXY header if the listener expects one, then the
-/// listener's protocol.
+/// One accepted connection: the PROXY header if the listener expects one, the TLS
+/// handshake if it terminates TLS (the client certificate's identity joins the source),
+/// then the listener's protocol.
 async fn serve(
     ctx: Arc<Context>,
     listener: Arc<str>,
     spec: Arc<Listener>,
+    tls: Option<Arc<TlsTerminator>>,
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
 ) {
@@ -176,13 +201,25 @@ async fn serve(
             }
         }
     }
+    let io = match tls {
+        None => Downstream::Plain(stream),
+        Some(tls) => match tls.accept(stream, ctx.limits.header_timeout).await {
+            Ok(terminated) => {
+                source.identity = terminated.identity;
+                Downstream::Tls(Box::new(terminated.stream))
+            }
+            Err(e) => {
+                tls_in::refuse(&ctx, &listener, &source, local, &e);
+                return;
+            }
+        },
+    };
     let accepted = Accepted {
         listener,
         spec,
         source,
         local,
     };
-    let io = Downstream::Plain(stream);
     match accepted.spec.protocol {
         Protocol::Http => http::serve_connection(ctx, accepted, io).await,
         Protocol::Tls => tls::serve_connection(ctx, accepted, io).await,

@@ -4,3 +4,4 @@ pub mod connect;
 pub mod host;
 pub mod proxy;
 pub mod sni;
+pub mod san;

@@ -10,11 +10,15 @@
 
 mod audit_lines;
 mod bad_requests;
+mod clients;
 mod common;
 mod connect;
 mod forwarding;
 mod guard;
+mod h2;
+mod mtls;
 mod observability;
 mod proxy_protocol;
 mod reload;
+mod tls_origination;
 mod upstream_failures;

@@ -22,6 +22,7 @@ enum Route {
     Reset,
     Bytes(u64),
     Stream(u64),
+    Trailers,
     Echo,
     Bad(String),
 }
@@ -47,6 +48,7 @@ fn route(path: &str) -> Route {
             )),
         },
         ("reset", None) => Route::Reset,
+        ("trailers", None) => Route::Trailers,
         ("bytes", Some(n)) => match n.parse() {
             Ok(n) => Route::Bytes(n),
             Err(_) => Route::Bad(format!("{n} is not a byte count")),
@@ -95,8 +97,11 @@ pub(super) async fn handle(
 
     // Read the body whole before answering, as a well-behaved server does, so the
     // connection can be kept alive.
-    let body = match incoming.collect().await {
-        Ok(collected) => collected.to_bytes(),
+    let (body, request_trailers) = match incoming.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
         Err(e) => {
             let message = format!("reading the request body failed: {e}\n");
             return Ok(stub_response(
@@ -123,6 +128,32 @@ pub(super) async fn handle(
         }
         Route::Bytes(n) => stub_response(StatusCode::OK, "bytes", body::repeated(n)),
         Route::Stream(n) => stub_response(StatusCode::OK, "stream", body::chunks(n)),
+        Route::Trailers => {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+            for (name, value) in request_trailers.iter().flatten() {
+                if let Ok(echo) = http::HeaderName::try_from(format!("x-echo-{name}")) {
+                    trailers.append(echo, value.clone());
+                }
+            }
+            let announced: Vec<&str> = trailers.keys().map(http::HeaderName::as_str).collect();
+            let announced = HeaderValue::from_str(&announced.join(", "));
+            let mut response = stub_response(
+                StatusCode::OK,
+                "trailers",
+                body::with_trailers(bytes::Bytes::from_static(b"trailers\n"), trailers),
+            );
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            if let Ok(announced) = announced {
+                // HTTP/1.1 sends only the trailers a response announces.
+                response.headers_mut().insert(header::TRAILER, announced);
+            }
+            response
+        }
         Route::Bad(message) => stub_response(
             StatusCode::BAD_REQUEST,
             "bad-route",
@@ -180,6 +211,7 @@ mod tests {
         assert_eq!(route("/reset"), Route::Reset);
         assert_eq!(route("/bytes/10"), Route::Bytes(10));
         assert_eq!(route("/stream/3"), Route::Stream(3));
+        assert_eq!(route("/trailers"), Route::Trailers);
         assert_eq!(route("/anything/else"), Route::Echo);
         assert_eq!(route("/"), Route::Echo);
         assert_eq!(route("/reset/now"), Route::Echo);

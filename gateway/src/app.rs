@@ -238,6 +238,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             Arc::clone(&store),
             metrics.clone(),
             listeners.clone(),
+            Arc::clone(&ctx.connections),
         )),
         tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
     ];
@@ -257,11 +258,13 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     })
 }
 
-/// Keeps the version gauge current and says when a change needs a restart.
+/// Keeps the version gauge current, closes open tunnels that a new policy denies, and
+/// says when a change needs a restart.
 async fn follow_policy(
     store: Arc<PolicyStore>,
     metrics: Metrics,
     bound: BTreeMap<String, SocketAddr>,
+    connections: Arc<Connections>,
 ) {
     let mut versions = store.subscribe();
     while versions.changed().await.is_ok() {
@@ -271,6 +274,14 @@ async fn follow_policy(
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         metrics.policy_reloads.with_label_values(&["applied"]).inc();
         let policy = store.current();
+        let revoked = connections.redecide(&policy);
+        if revoked > 0 {
+            tracing::info!(
+                version,
+                revoked,
+                "closed open tunnels the new policy denies"
+            );
+        }
         let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
         let running: Vec<&str> = bound.keys().map(String::as_str).collect();
         if declared != running {

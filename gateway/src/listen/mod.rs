@@ -10,6 +10,7 @@ mod http_body;
 pub mod proxy;
 pub mod tcp;
 pub mod tls;
+mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -91,7 +92,10 @@ pub async fn bind(
     spec: &Listener,
     override_ip: Option<IpAddr>,
 ) -> Result<TcpListener, ListenError> {
-    if spec.protocol != Protocol::Http {
+    if !matches!(
+        spec.protocol,
+        Protocol::Http | Protocol::Tls | Protocol::Tcp
+    ) {
         return Err(ListenError::Unsupported {
             name: spec.name.clone(),
             protocol: spec.protocol,

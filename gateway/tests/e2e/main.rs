@@ -15,4 +15,7 @@ mod forwarding;
 mod guard;
 mod observability;
 mod reload;
+mod tcp;
+mod tls_passthrough;
+mod tunnels;
 mod upstream_failures;

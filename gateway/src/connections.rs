@@ -15,6 +15,8 @@ use crate::source::Source;
 
 /// CONNECTION_TERMINATION_DETAILS of a tunnel closed because a new policy denies it.
 pub const POLICY_REVOKED: &str = "policy_revoked";
+/// CONNECTION_TERMINATION_DETAILS of a tunnel still open when the drain timeout passed.
+pub const DRAIN_TIMEOUT: &str = "drain_timeout";
 
 /// What kind of connection an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +211,20 @@ impl Connections {
         }
         revoked
     }
+
+    /// Revokes every open tunnel for `reason`: at the end of a drain, so that each
+    /// still writes its final line before the process exits. Returns how many.
+    pub fn close_tunnels(&self, reason: &'static str) -> usize {
+        let tunnels: Vec<Arc<Entry>> = self
+            .snapshot()
+            .into_iter()
+            .filter(|e| e.kind == Kind::Tunnel && !e.revoked.is_cancelled())
+            .collect();
+        for entry in &tunnels {
+            entry.revoke(reason);
+        }
+        tunnels.len()
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +313,22 @@ mod tests {
         assert_eq!(registry.redecide(&deny), 3);
         assert!(kept.entry().revoked.is_cancelled());
         assert!(other_port.entry().revoked.is_cancelled());
+    }
+
+    #[test]
+    fn closing_tunnels_leaves_http_connections_alone() {
+        let registry = Connections::new();
+        let t = tunnel_to(&registry, "api.example.com", 443);
+        let http = registry.register(
+            "http".into(),
+            Source::from_addr("10.0.0.1:4002".parse().unwrap()),
+            "127.0.0.1:8080".parse().unwrap(),
+            Kind::Http,
+        );
+        assert_eq!(registry.close_tunnels(DRAIN_TIMEOUT), 1);
+        assert_eq!(t.entry().revoke_reason(), Some(DRAIN_TIMEOUT));
+        assert!(!http.entry().revoked.is_cancelled());
+        assert_eq!(registry.close_tunnels(DRAIN_TIMEOUT), 0);
     }
 
     #[test]

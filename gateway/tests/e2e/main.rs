@@ -17,5 +17,6 @@ mod observability;
 mod reload;
 mod tcp;
 mod tls_passthrough;
+mod tls_scenario;
 mod tunnels;
 mod upstream_failures;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use egress_testkit::KeepAliveClient;
 
 use crate::common::{IstioLine, Scenario};
-use crate::tls_passthrough::{TlsScenario, TWO_RULES};
+use crate::tls_scenario::{TlsHttp, TlsScenario, TWO_RULES};
 
 #[tokio::test]
 async fn a_long_tunnel_writes_interim_lines_then_its_final_line() {
@@ -106,4 +106,54 @@ rules:
     assert_eq!(line.termination, "idle_timeout");
     assert_eq!(line.route, "db");
     assert!(line.duration_ms() >= 300, "{line:?}");
+}
+
+/// Not a test: a measurement, run by hand in release mode (see the README), of 1 MiB
+/// responses over TLS straight to the stub and through the `tls` listener. Prints the
+/// figures; asserts only that every response arrived whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run with --release --ignored --nocapture"]
+async fn measure_tls_passthrough_throughput() {
+    const MIB: usize = 1024 * 1024;
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(300);
+    let s = TlsScenario::start(TWO_RULES).await;
+    for (label, addr) in [("direct", s.upstream.addr()), ("tls listener", s.tls())] {
+        for connections in [1usize, 4] {
+            let mut clients = Vec::new();
+            for _ in 0..connections {
+                let client = TlsHttp::connect(addr, "api.example.com", s.client_config())
+                    .await
+                    .unwrap();
+                clients.push(client);
+            }
+            for client in &mut clients {
+                for _ in 0..5 {
+                    assert_eq!(client.get("/bytes/1048576").await.unwrap().1.len(), MIB);
+                }
+            }
+            let per_client = rounds / connections;
+            let started = std::time::Instant::now();
+            let runs = clients.into_iter().map(|mut client| {
+                tokio::spawn(async move {
+                    for _ in 0..per_client {
+                        let (_, body) = client.get("/bytes/1048576").await.unwrap();
+                        assert_eq!(body.len(), MIB);
+                    }
+                })
+            });
+            for run in runs.collect::<Vec<_>>() {
+                run.await.unwrap();
+            }
+            let secs = started.elapsed().as_secs_f64();
+            let total = per_client * connections;
+            println!(
+                "{label:>12}, {connections} connection(s): {total} x 1 MiB in {secs:.2} s = {:.0} MiB/s, {:.2} ms per response",
+                total as f64 / secs,
+                secs * 1000.0 / total as f64 * connections as f64,
+            );
+        }
+    }
 }

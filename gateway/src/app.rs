@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditFormat, AuditSink, AuditTarget, Auditor, FormatError, Recording};
 use crate::config::{Config, DEFAULT_POLICY};
-use crate::connections::Connections;
+use crate::connections::{Connections, DRAIN_TIMEOUT};
 use crate::egress::Egress;
 use crate::listen::{self, Context, ListenError};
 use crate::metrics::Metrics;
@@ -22,6 +22,9 @@ use crate::policy::store::{PolicyStore, PolicyWatcher};
 use crate::policy::PolicyErrors;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::Pool;
+
+/// How long tunnels closed at the end of a drain get to write their final lines.
+const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +241,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             Arc::clone(&store),
             metrics.clone(),
             listeners.clone(),
+            Arc::clone(&ctx.connections),
         )),
         tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
     ];
@@ -257,11 +261,13 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     })
 }
 
-/// Keeps the version gauge current and says when a change needs a restart.
+/// Keeps the version gauge current, closes open tunnels that a new policy denies, and
+/// says when a change needs a restart.
 async fn follow_policy(
     store: Arc<PolicyStore>,
     metrics: Metrics,
     bound: BTreeMap<String, SocketAddr>,
+    connections: Arc<Connections>,
 ) {
     let mut versions = store.subscribe();
     while versions.changed().await.is_ok() {
@@ -271,6 +277,14 @@ async fn follow_policy(
             .set(i64::try_from(version).unwrap_or(i64::MAX));
         metrics.policy_reloads.with_label_values(&["applied"]).inc();
         let policy = store.current();
+        let revoked = connections.redecide(&policy);
+        if revoked > 0 {
+            tracing::info!(
+                version,
+                revoked,
+                "closed open tunnels the new policy denies"
+            );
+        }
         let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
         let running: Vec<&str> = bound.keys().map(String::as_str).collect();
         if declared != running {
@@ -374,6 +388,12 @@ impl Gateway {
             .is_ok();
         if !drained {
             tracing::warn!("drain timeout passed with work still in flight");
+            // Tunnels last as long as their clients want; close them so that each
+            // still writes its final audit line before the sink closes.
+            let closed = self.ctx.connections.close_tunnels(DRAIN_TIMEOUT);
+            if closed > 0 {
+                let _ = tokio::time::timeout(TUNNEL_CLOSE_GRACE, self.ctx.tasks.wait()).await;
+            }
         }
         for task in &self.background {
             task.abort();

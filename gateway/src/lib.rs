@@ -23,6 +23,7 @@ pub mod guard;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
+pub mod relay;
 pub mod resolve;
 pub mod source;
 pub mod upstream;

@@ -13,6 +13,7 @@ pub mod proxy;
 pub mod tcp;
 pub mod tls;
 pub mod tls_in;
+mod tunnel;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -95,7 +96,10 @@ pub async fn bind(
     spec: &Listener,
     override_ip: Option<IpAddr>,
 ) -> Result<TcpListener, ListenError> {
-    if !matches!(spec.protocol, Protocol::Http | Protocol::Connect) {
+    if !matches!(
+        spec.protocol,
+        Protocol::Http | Protocol::Tls | Protocol::Tcp | Protocol::Connect
+    ) {
         return Err(ListenError::Unsupported {
             name: spec.name.clone(),
             protocol: spec.protocol,

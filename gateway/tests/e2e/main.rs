@@ -21,4 +21,8 @@ mod observability;
 mod proxy_protocol;
 mod reload;
 mod tls_origination;
+mod tcp;
+mod tls_passthrough;
+mod tls_scenario;
+mod tunnels;
 mod upstream_failures;

@@ -1,0 +1,159 @@
+//! Tests of the relay over in-memory pipes: both directions counted, half-close, the
+//! idle timeout, revocation, reports and failures on either side.
+
+use std::sync::Arc;
+
+use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+use super::*;
+use crate::connections::{Connections, Kind, Registration};
+use crate::source::Source;
+
+fn registration() -> Registration {
+    Connections::new().register(
+        "tls".into(),
+        Source::from_addr("10.0.0.1:4000".parse().unwrap()),
+        "127.0.0.1:8443".parse().unwrap(),
+        Kind::Tunnel,
+    )
+}
+
+fn settings(idle_ms: u64, report_ms: u64) -> Settings {
+    Settings {
+        idle_timeout: Duration::from_millis(idle_ms),
+        report_every: Duration::from_millis(report_ms),
+    }
+}
+
+/// (client end, gateway's downstream end, gateway's upstream end, upstream end).
+fn pipes() -> (DuplexStream, DuplexStream, DuplexStream, DuplexStream) {
+    let (client, downstream) = duplex(64 * 1024);
+    let (upstream, server) = duplex(64 * 1024);
+    (client, downstream, upstream, server)
+}
+
+#[tokio::test]
+async fn bytes_flow_both_ways_and_half_close_is_passed_on() {
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = pipes();
+    let peers = async {
+        client.write_all(b"hello upstream").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        // The client's end of stream reaches the server...
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"hello upstream");
+        // ...and the other direction still flows after it.
+        server.write_all(b"a longer answer").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"a longer answer");
+    };
+    let (ending, ()) = tokio::join!(
+        relay(downstream, upstream, reg.entry(), settings(5_000, 0), || {}),
+        peers
+    );
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert_eq!(reg.entry().bytes_received.load(Ordering::Relaxed), 14);
+    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 15);
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_the_timeout_but_not_a_busy_one() {
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = pipes();
+    let started = std::time::Instant::now();
+    let chatter = async {
+        // Busy for longer than the idle timeout, in steps shorter than it.
+        for _ in 0..6 {
+            client.write_all(b"x").await.unwrap();
+            let mut one = [0u8; 1];
+            server.read_exact(&mut one).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let relaying = relay(downstream, upstream, reg.entry(), settings(150, 0), || {});
+    tokio::pin!(relaying);
+    tokio::select! {
+        ending = &mut relaying => panic!("ended while busy: {ending:?}"),
+        () = chatter => {}
+    }
+    let ending = relaying.await;
+    assert!(matches!(ending, Ending::IdleTimeout), "{ending:?}");
+    // The last byte went through at 250 ms or later; the timeout counts from it.
+    assert!(started.elapsed() >= Duration::from_millis(250 + 140));
+    assert_eq!(reg.entry().bytes_received.load(Ordering::Relaxed), 6);
+}
+
+#[tokio::test]
+async fn revocation_stops_the_tunnel_at_once() {
+    let reg = registration();
+    let (_client, downstream, upstream, _server) = pipes();
+    let entry = Arc::clone(reg.entry());
+    let revoker = async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        entry.revoke("policy_revoked");
+    };
+    let (ending, ()) = tokio::join!(
+        relay(
+            downstream,
+            upstream,
+            reg.entry(),
+            settings(60_000, 0),
+            || {}
+        ),
+        revoker
+    );
+    assert!(
+        matches!(ending, Ending::Revoked("policy_revoked")),
+        "{ending:?}"
+    );
+}
+
+#[tokio::test]
+async fn reports_run_while_the_tunnel_is_open() {
+    let reg = registration();
+    let (client, downstream, upstream, server) = pipes();
+    let mut reports = 0;
+    let closer = async move {
+        tokio::time::sleep(Duration::from_millis(130)).await;
+        drop((client, server));
+    };
+    let relaying = relay(
+        downstream,
+        upstream,
+        reg.entry(),
+        settings(60_000, 40),
+        || reports += 1,
+    );
+    let (ending, ()) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(relaying, closer)
+    })
+    .await
+    .unwrap();
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert!(reports >= 2, "{reports} reports");
+}
+
+#[tokio::test]
+async fn a_failing_side_ends_the_tunnel_and_is_named() {
+    let reg = registration();
+    let (client, downstream, upstream, server) = pipes();
+    drop(server);
+    let mut client = client;
+    client.write_all(b"data for a gone upstream").await.unwrap();
+    let ending = tokio::time::timeout(
+        Duration::from_secs(5),
+        relay(
+            downstream,
+            upstream,
+            reg.entry(),
+            settings(60_000, 0),
+            || {},
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(ending, Ending::Upstream(_)), "{ending:?}");
+}

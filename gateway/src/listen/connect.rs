@@ -15,9 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::activity::Tracked;
-use super::preface::Rewind;
 use super::http::local_reply;
 use super::http_body::ResponseBody;
+use super::preface::Rewind;
 use super::{http, Accepted, Context, Downstream};
 use crate::audit::{Recorder, ResponseFlags};
 use crate::connections::Kind;
@@ -29,9 +29,6 @@ use crate::wire::connect::parse_target;
 use crate::wire::host::Host;
 
 mod sni;
-mod tunnel;
-
-use tunnel::End;
 
 /// Serves one connection on a `connect` listener: HTTP/1.1, where CONNECT requests
 /// come back to [`tunnel`].
@@ -188,7 +185,7 @@ async fn run(
                 .bytes_received
                 .fetch_add(checked.prefix.len() as u64, Ordering::Relaxed);
             match upstream.write_all(&checked.prefix).await {
-                Ok(()) => relay(client, upstream, idle_timeout, entry).await,
+                Ok(()) => relay(&ctx, client, upstream, idle_timeout, entry, &mut recorder).await,
                 Err(_) => End::UpstreamError,
             }
         }
@@ -214,7 +211,7 @@ async fn run(
             .response_flags
             .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
         End::IdleTimeout => record.connection_termination_details = Some("idle_timeout".into()),
-        End::Revoked => record.connection_termination_details = Some("policy_revoked".into()),
+        End::Revoked(reason) => record.connection_termination_details = Some(reason.into()),
         End::Refused(reason) => record.connection_termination_details = Some(reason.into()),
     }
     recorder.finish();
@@ -242,13 +239,45 @@ fn client_side(upgraded: Upgraded) -> (ClientIo, Vec<u8>) {
     }
 }
 
-/// Relays the tunnel. Kept to one call so that the gateway's shared tunnel relay can
-/// take its place.
+/// How a CONNECT tunnel ended.
+enum End {
+    /// Both sides closed their half.
+    Closed,
+    /// Reading from or writing to the client failed (reset).
+    ClientError,
+    /// Reading from or writing to the upstream failed (reset).
+    UpstreamError,
+    /// No byte either way for the route's idle timeout.
+    IdleTimeout,
+    /// Closed by the gateway: a policy change denies it, or the drain timeout passed.
+    Revoked(&'static str),
+    /// The gateway refused what the client sent first (the SNI check), with its reason.
+    Refused(&'static str),
+}
+
+/// Relays the tunnel with the shared tunnel relay, writing interim lines while it lasts.
 async fn relay(
+    ctx: &Context,
     client: ClientIo,
     upstream: TcpStream,
     idle_timeout: Duration,
     entry: &crate::connections::Entry,
+    recorder: &mut Recorder,
 ) -> End {
-    tunnel::relay(client, upstream, idle_timeout, entry).await
+    let settings = crate::relay::Settings {
+        idle_timeout,
+        report_every: ctx.audit_flush_interval,
+    };
+    let auditor = &ctx.recording.auditor;
+    let ending = crate::relay::relay(client, upstream, entry, settings, || {
+        auditor.record(&super::tunnel::interim_record(recorder, entry));
+    })
+    .await;
+    match ending {
+        crate::relay::Ending::Closed => End::Closed,
+        crate::relay::Ending::IdleTimeout => End::IdleTimeout,
+        crate::relay::Ending::Revoked(reason) => End::Revoked(reason),
+        crate::relay::Ending::Downstream(_) => End::ClientError,
+        crate::relay::Ending::Upstream(_) => End::UpstreamError,
+    }
 }

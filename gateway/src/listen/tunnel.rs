@@ -163,12 +163,7 @@ impl Tunnel {
         let entry = registration.entry();
         let auditor = &ctx.recording.auditor;
         let ending = relay::relay(downstream, upstream.stream, entry, settings, || {
-            let mut line = recorder.record().clone();
-            line.duration = Some(recorder.elapsed());
-            line.bytes_received = entry.bytes_received.load(Ordering::Relaxed);
-            line.bytes_sent = entry.bytes_sent.load(Ordering::Relaxed);
-            line.response_code_details = Some(TUNNEL_INTERIM.to_owned());
-            auditor.record(&line);
+            auditor.record(&interim_record(recorder, entry));
         })
         .await;
         self.end(ending);
@@ -210,4 +205,15 @@ impl Tunnel {
         record.bytes_sent = sent;
         self.recorder.finish();
     }
+}
+
+/// The interim line of a tunnel still open: its record so far, marked `tunnel_interim`,
+/// with the bytes and duration up to now.
+pub(super) fn interim_record(recorder: &mut Recorder, entry: &Entry) -> AuditRecord {
+    let mut line = recorder.record().clone();
+    line.duration = Some(recorder.elapsed());
+    line.bytes_received = entry.bytes_received.load(Ordering::Relaxed);
+    line.bytes_sent = entry.bytes_sent.load(Ordering::Relaxed);
+    line.response_code_details = Some(TUNNEL_INTERIM.to_owned());
+    line
 }

@@ -3,5 +3,5 @@
 pub mod connect;
 pub mod host;
 pub mod proxy;
-pub mod sni;
 pub mod san;
+pub mod sni;

@@ -300,3 +300,47 @@ rules:
     );
     assert!(line.duration_ms() >= 300, "{line:?}");
 }
+
+#[tokio::test]
+async fn a_long_connect_tunnel_writes_interim_lines() {
+    let proxy = support::Proxy::start_with(support::POLICY, |c| {
+        c.audit.flush_interval = std::time::Duration::from_millis(150);
+    })
+    .await;
+    let target = format!("api.example.com:{}", proxy.plain.port());
+    let (mut stream, head) = support::connect(proxy.addr("open"), &target, "").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let request = format!("GET /delay/0.6 HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut response)
+        .await
+        .unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    // The upstream closed its side; the tunnel ends when the client closes its own.
+    drop(stream);
+    let lines = proxy.gateway.wait_audit_lines(2).await;
+    let parsed: Vec<IstioLine> = lines.iter().map(|l| IstioLine::parse(l)).collect();
+    let interim = parsed
+        .iter()
+        .find(|l| l.details == "tunnel_interim")
+        .unwrap_or_else(|| panic!("an interim line while the tunnel lasted: {lines:#?}"));
+    assert_eq!(interim.method, "CONNECT");
+    assert_eq!(interim.authority, target);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let last = loop {
+        let lines = proxy.gateway.audit_lines();
+        if let Some(last) = lines
+            .iter()
+            .map(|l| IstioLine::parse(l))
+            .find(|l| l.details == "via_upstream")
+        {
+            break last;
+        }
+        assert!(std::time::Instant::now() < end, "a final line: {lines:#?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(last.bytes_sent.parse::<u64>().unwrap() >= interim.bytes_sent.parse::<u64>().unwrap());
+}

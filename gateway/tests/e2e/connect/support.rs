@@ -41,6 +41,14 @@ pub struct Proxy {
 
 impl Proxy {
     pub async fn start(policy: &str) -> Proxy {
+        Self::start_with(policy, |_| {}).await
+    }
+
+    /// As [`Proxy::start`], with changes to the gateway's bootstrap configuration.
+    pub async fn start_with(
+        policy: &str,
+        configure: impl FnOnce(&mut egress_gateway::config::Config),
+    ) -> Proxy {
         let ca = TestCa::new();
         let tls =
             StubUpstream::start_tls(&ca.issue_server(&["api.example.com", "other.example.com"]))
@@ -59,6 +67,7 @@ impl Proxy {
             .replace("{CLOSED}", &closed.port().to_string());
         let gateway = TestGateway::builder(&policy)
             .dns(vec![dns.addr()])
+            .configure(configure)
             .start()
             .await;
         Proxy {

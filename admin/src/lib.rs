@@ -2,7 +2,7 @@
 //! [`Control`] exposes. The gateway implements `Control`; this crate never depends on
 //! the gateway, so the API can be tested with a stand-in.
 //!
-//! Open routes: `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /openapi.json`.
+//! Open routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //! Every other route needs `Authorization: Bearer <token>` ([`auth`]). Errors are JSON
 //! of one shape ([`error`]); bodies are the types of [`api`], which `egressctl` shares
 //! through [`client`].

@@ -62,7 +62,6 @@ pub const ROUTES: &[RouteSpec] = &[
     open("/healthz", &["GET"]),
     open("/readyz", &["GET"]),
     open("/metrics", &["GET"]),
-    open("/openapi.json", &["GET"]),
     guarded("/policy", &["GET", "PUT"]),
     guarded("/policy/check", &["POST"]),
     guarded("/policy/history", &["GET"]),
@@ -71,6 +70,7 @@ pub const ROUTES: &[RouteSpec] = &[
     guarded("/connections", &["GET"]),
     guarded("/audit/tail", &["GET"]),
     guarded("/drain", &["POST"]),
+    guarded("/openapi.json", &["GET"]),
 ];
 
 const fn open(path: &'static str, methods: &'static [&'static str]) -> RouteSpec {

@@ -109,7 +109,7 @@ pub fn document() -> Value {
             "/healthz": {"get": read_op("alive", "text/plain", false)},
             "/readyz": {"get": read_op("ready: 503 while draining or before the first policy loads", "text/plain", false)},
             "/metrics": {"get": read_op("Prometheus text exposition", "text/plain", false)},
-            "/openapi.json": {"get": read_op("this document", "application/json", false)},
+            "/openapi.json": {"get": read_op("this document", "application/json", true)},
             "/policy": {
                 "get": read_op("the policy set in force (YAML, or JSON by Accept); its version is the ETag", "application/yaml", true),
                 "put": write_op("replace the policy set; 400 with every error, nothing changed", Some("the whole policy set"), write_params(None)),

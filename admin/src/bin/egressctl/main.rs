@@ -2,6 +2,7 @@
 //! scripts; every failure exits non-zero with a message that says what to do.
 
 mod commands;
+mod input;
 mod show;
 
 use std::path::PathBuf;

@@ -3,124 +3,113 @@
 //! the gateway, so the API can be tested with a stand-in.
 //!
 //! Open routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! Every other route needs `Authorization: Bearer <token>` ([`auth`]). Errors are JSON
+//! of one shape ([`error`]); bodies are the types of [`api`], which `egressctl` shares
+//! through [`client`].
 
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod error;
+pub mod routes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
+use tokio::sync::broadcast;
+
+use api::{
+    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, DrainReport, Format, History,
+    PolicyView, WriteOptions,
+};
+pub use auth::Tokens;
+pub use error::ControlError;
+
+/// Request bodies larger than this are refused (413) unless [`Options`] says otherwise.
+pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 
 /// What the admin API needs from the gateway.
+///
+/// [`change`](Control::change) may block on disk I/O (fsync); the router calls it on a
+/// blocking thread.
 pub trait Control: Send + Sync + 'static {
     /// Whether the gateway takes traffic: a policy is loaded and it is not draining.
     fn ready(&self) -> bool;
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
+    /// The policy set in force, as one document in `format`, with its version.
+    fn policy(&self, format: Format) -> PolicyView;
+    /// Validates `change` and, unless it is a dry run, applies and persists it.
+    ///
+    /// Fails with every error of an invalid policy, when `If-Match` is stale, when the
+    /// store is read-only, or when a rule or version does not exist.
+    fn change(&self, change: Change, options: WriteOptions) -> Result<Applied, ControlError>;
+    /// The versions kept, newest first.
+    fn history(&self) -> History;
+    /// What the policy in force decides for one destination.
+    ///
+    /// Fails when the host, source or listener is not valid.
+    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError>;
+    /// The connections open now, oldest first.
+    fn connections(&self) -> Vec<ConnectionInfo>;
+    /// A live feed of audit lines as they are written (each with its newline).
+    fn audit_tail(&self) -> broadcast::Receiver<Arc<str>>;
+    /// Stops accepting, lets work in flight finish up to the drain timeout, and reports.
+    /// Readiness turns false at once.
+    fn drain(&self) -> Pin<Box<dyn Future<Output = DrainReport> + Send>>;
 }
 
-/// The admin router.
-pub fn router(control: Arc<dyn Control>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(control)
+/// How the admin API is served.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The accepted bearer tokens.
+    pub tokens: Arc<Tokens>,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
 }
 
-/// Serves the admin API on `listener` until `shutdown` resolves.
+impl Options {
+    /// Options with `tokens` and the default body limit.
+    pub fn new(tokens: Tokens) -> Self {
+        Self {
+            tokens: Arc::new(tokens),
+            body_limit: DEFAULT_BODY_LIMIT,
+        }
+    }
+}
+
+/// The admin router. Live tails it serves end only when their client leaves; use
+/// [`serve`] to have them end at shutdown.
+pub fn router(control: Arc<dyn Control>, options: Options) -> Router {
+    routes::router(
+        routes::AppState::new(control, options.body_limit),
+        options.tokens,
+    )
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves; live tails end then,
+/// so the graceful shutdown does not wait for them.
 ///
 /// Fails when accepting fails for good.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     control: Arc<dyn Control>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    options: Options,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(control))
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(control): State<Arc<dyn Control>>) -> Response {
-    if control.ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: draining or no policy loaded\n",
-        )
-            .into_response()
-    }
-}
-
-async fn metrics(State(control): State<Arc<dyn Control>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        control.metrics(),
+    let state = routes::AppState::new(control, options.body_limit);
+    let closing = state.closing();
+    let app = routes::router(state, options.tokens);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use axum::body::Body;
-    use axum::http::Request;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    struct Stand(AtomicBool);
-
-    impl Control for Stand {
-        fn ready(&self) -> bool {
-            self.0.load(Ordering::Relaxed)
-        }
-        fn metrics(&self) -> String {
-            "egress_policy_version 3\n".to_owned()
-        }
-    }
-
-    async fn get(control: Arc<Stand>, path: &str) -> (StatusCode, String) {
-        let response = router(control)
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = response.status();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&body).into_owned())
-    }
-
-    #[tokio::test]
-    async fn readiness_follows_the_gateway() {
-        let control = Arc::new(Stand(AtomicBool::new(false)));
-        assert_eq!(
-            get(control.clone(), "/readyz").await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        control.0.store(true, Ordering::Relaxed);
-        assert_eq!(get(control.clone(), "/readyz").await.0, StatusCode::OK);
-        assert_eq!(
-            get(control, "/healthz").await,
-            (StatusCode::OK, "ok\n".to_owned())
-        );
-    }
-
-    #[tokio::test]
-    async fn metrics_are_served_as_prometheus_text() {
-        let control = Arc::new(Stand(AtomicBool::new(true)));
-        let (status, body) = get(control, "/metrics").await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(body.contains("egress_policy_version 3"));
-    }
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.send_replace(true);
+    })
+    .await
 }

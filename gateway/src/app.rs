@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::audit::{AuditFormat, AuditSink, AuditTarget, Auditor, FormatError, Recording};
 use crate::config::{Config, DEFAULT_POLICY};
 use crate::connections::{Connections, DRAIN_TIMEOUT};
+use crate::control::GatewayControl;
 use crate::egress::Egress;
 use crate::listen::{self, Context, ListenError};
 use crate::metrics::Metrics;
@@ -71,6 +72,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The admin token file cannot be read, created or parsed.
+    #[error(transparent)]
+    AdminToken(#[from] egress_admin::auth::TokenError),
 }
 
 /// The signals the daemon answers, installed before anything listens, so a signal
@@ -109,22 +113,25 @@ pub struct Gateway {
     ready: Arc<AtomicBool>,
     drain_timeout: Duration,
     audit_path: String,
+    token_file: PathBuf,
+    /// Stops the admin API, after draining: it answers `/readyz` (503) while work drains.
+    admin_stop: CancellationToken,
     _watcher: PolicyWatcher,
 }
 
-struct AdminControl {
-    ready: Arc<AtomicBool>,
-    metrics: Metrics,
-}
-
-impl egress_admin::Control for AdminControl {
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+/// The admin tokens: `admin.token_file`, or `admin.token` in the working directory,
+/// created with a random token when missing.
+fn admin_tokens(config: &Config) -> Result<(egress_admin::Tokens, PathBuf), StartError> {
+    let path = config
+        .admin
+        .token_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("admin.token"));
+    let (tokens, created) = egress_admin::Tokens::load_or_create(&path)?;
+    if created {
+        tracing::info!(path = %path.display(), "created the admin token file with a new random token");
     }
-
-    fn metrics(&self) -> String {
-        self.metrics.render()
-    }
+    Ok((tokens, path))
 }
 
 /// Creates the policy directory with the embedded default policy when it is missing.
@@ -161,7 +168,8 @@ fn audit_targets(config: &Config) -> Vec<AuditTarget> {
 /// the error names the file, line, port or path.
 pub async fn start(config: Config) -> Result<Gateway, StartError> {
     seed_policy_dir(&config.policies)?;
-    let store = PolicyStore::open(config.policies.clone())?;
+    let store = PolicyStore::open_keeping(config.policies.clone(), config.admin.history)?;
+    let (tokens, token_file) = admin_tokens(&config)?;
     let format = AuditFormat::parse(&config.audit.format)?;
     let sink = Arc::new(
         AuditSink::open(audit_targets(&config), config.audit.buffer_lines).map_err(|source| {
@@ -224,15 +232,24 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     }
 
     let ready = Arc::new(AtomicBool::new(true));
-    let control = Arc::new(AdminControl {
+    let control = Arc::new(GatewayControl {
+        ctx: Arc::clone(&ctx),
+        store: Arc::clone(&store),
+        sink: Arc::clone(&sink),
         ready: Arc::clone(&ready),
         metrics: metrics.clone(),
+        drain_timeout: config.drain_timeout,
     });
-    let admin_drain = ctx.drain.clone();
+    let options = egress_admin::Options {
+        tokens: Arc::new(tokens),
+        body_limit: config.admin.max_body_bytes,
+    };
+    let admin_stop = CancellationToken::new();
+    let stopped = admin_stop.clone();
     let background = vec![
         tokio::spawn(async move {
-            let shutdown = async move { admin_drain.cancelled().await };
-            let served = egress_admin::serve(admin_listener, control, shutdown).await;
+            let shutdown = async move { stopped.cancelled().await };
+            let served = egress_admin::serve(admin_listener, control, options, shutdown).await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "admin API stopped");
             }
@@ -257,6 +274,8 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         ready,
         drain_timeout: config.drain_timeout,
         audit_path: config.audit.path.clone(),
+        token_file,
+        admin_stop,
         _watcher: watcher,
     })
 }
@@ -331,6 +350,11 @@ impl Gateway {
         &self.sink
     }
 
+    /// The admin token file in use.
+    pub fn token_file(&self) -> &Path {
+        &self.token_file
+    }
+
     /// A one-line summary for people: where it listens and logs.
     pub fn describe(&self) -> String {
         let listeners: Vec<String> = self
@@ -339,13 +363,14 @@ impl Gateway {
             .map(|(name, addr)| format!("{name} on {addr}"))
             .collect();
         format!(
-            "listening: {}; admin on {}; audit log: {}; policy: {} (version {})",
+            "listening: {}; admin on {} (tokens: {}); audit log: {}; policy: {} (version {})",
             if listeners.is_empty() {
                 "nothing".to_owned()
             } else {
                 listeners.join(", ")
             },
             self.admin_addr,
+            self.token_file.display(),
             if self.audit_path == "-" {
                 "stdout"
             } else {
@@ -395,6 +420,7 @@ impl Gateway {
                 let _ = tokio::time::timeout(TUNNEL_CLOSE_GRACE, self.ctx.tasks.wait()).await;
             }
         }
+        self.admin_stop.cancel();
         for task in &self.background {
             task.abort();
         }

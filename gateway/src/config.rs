@@ -44,8 +44,13 @@ pub struct Config {
 pub struct AdminConfig {
     /// Where the admin API listens.
     pub address: SocketAddr,
-    /// Bearer tokens, one per line, optionally `name:token`.
+    /// Bearer tokens, one per line, optionally `name:token`; created with a random
+    /// token when missing. Default: `admin.token` in the working directory.
     pub token_file: Option<PathBuf>,
+    /// The largest request body the admin API accepts, in bytes.
+    pub max_body_bytes: usize,
+    /// How many policy versions the history keeps.
+    pub history: usize,
 }
 
 /// `audit:`.
@@ -126,6 +131,8 @@ impl Default for AdminConfig {
         Self {
             address: SocketAddr::from(([127, 0, 0, 1], 15000)),
             token_file: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            history: 50,
         }
     }
 }
@@ -215,6 +222,17 @@ impl Config {
                 "limits.max_header_bytes: {} is below the minimum of 8192",
                 self.limits.max_header_bytes
             )));
+        }
+        if self.admin.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(format!(
+                "admin.max_body_bytes: {} is below the minimum of 1024",
+                self.admin.max_body_bytes
+            )));
+        }
+        if self.admin.history == 0 {
+            return Err(ConfigError::Invalid(
+                "admin.history: must keep at least 1 version".to_owned(),
+            ));
         }
         if self.audit.buffer_lines == 0 {
             return Err(ConfigError::Invalid(

@@ -17,6 +17,7 @@ pub mod app;
 pub mod audit;
 pub mod config;
 pub mod connections;
+pub mod control;
 pub mod egress;
 pub mod error;
 pub mod guard;

@@ -62,6 +62,9 @@ impl TestGatewayBuilder {
         config.policies = policies;
         config.audit.path = audit_path.display().to_string();
         config.admin.address = SocketAddr::from(([127, 0, 0, 1], 0));
+        if config.admin.token_file.is_none() {
+            config.admin.token_file = Some(dir.path().join("admin.token"));
+        }
         config.listen_override = Some([127, 0, 0, 1].into());
         let gateway = app::start(config).await?;
         Ok(TestGateway {
@@ -129,6 +132,21 @@ impl TestGateway {
     /// The running gateway.
     pub fn inner(&self) -> &Gateway {
         self.gateway()
+    }
+
+    /// The admin token file (created in the test's directory unless configured).
+    pub fn admin_token_file(&self) -> &Path {
+        self.gateway().token_file()
+    }
+
+    /// The first token of the admin token file.
+    pub fn admin_token(&self) -> String {
+        let text = std::fs::read_to_string(self.admin_token_file()).unwrap_or_default();
+        text.lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(|l| l.split_once(':').map_or(l, |(_, t)| t).to_owned())
+            .unwrap_or_default()
     }
 
     /// The policy directory.

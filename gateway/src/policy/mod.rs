@@ -6,6 +6,7 @@
 
 pub mod compile;
 pub mod document;
+pub mod edit;
 pub mod hosts;
 pub mod store;
 #[cfg(test)]

@@ -2,11 +2,12 @@
 //!
 //! Readers take a snapshot with [`PolicyStore::current`] (lock-free) and keep it for the
 //! request or connection at hand; a reload compiles the whole directory and swaps the
-//! new policy in, or changes nothing and reports every error.
+//! new policy in, or changes nothing and reports every error. Admin writes ([`write`])
+//! go through the same lock, and every version is recorded in [`history`].
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,17 @@ use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
+use super::edit::{merge, summarize};
 use super::{compile, Policy, PolicyError, PolicyErrors, PolicyFile};
+use history::{Kept, VersionMeta, Versions};
+
+pub mod history;
+pub mod write;
+
+/// How many versions the history keeps unless told otherwise.
+pub const HISTORY_LIMIT: usize = 50;
+/// The author of versions that come from an edit of the policy directory's files.
+pub const DIRECTORY_AUTHOR: &str = "policy directory";
 
 /// Quiet time after the last change event before reloading: editors and ConfigMap
 /// updates touch several files in a burst, and the set should apply once, whole.
@@ -84,17 +95,48 @@ pub struct PolicyStore {
     dir: Option<PathBuf>,
     current: ArcSwap<Policy>,
     version: watch::Sender<u64>,
-    /// Reloads compile and swap one at a time, so versions follow the order of swaps.
+    /// Reloads and writes compile and swap one at a time, so versions follow the order
+    /// of swaps.
     reloading: Mutex<()>,
+    /// The last versions, the one in force last.
+    versions: Mutex<Versions>,
 }
 
 impl PolicyStore {
-    /// Loads the policy directory `dir` as version 1.
+    /// Loads the policy directory `dir`, keeping [`HISTORY_LIMIT`] versions.
     ///
     /// Fails with every error when the directory cannot be read or does not compile.
     pub fn open(dir: PathBuf) -> Result<Arc<Self>, PolicyErrors> {
+        Self::open_keeping(dir, HISTORY_LIMIT)
+    }
+
+    /// Loads the policy directory `dir`, keeping the last `keep` versions. The version
+    /// continues the directory's `.history/`: the set an admin write left keeps its
+    /// version (and author) across a restart; a set edited since is the next version.
+    ///
+    /// Fails with every error when the directory cannot be read or does not compile.
+    pub fn open_keeping(dir: PathBuf, keep: usize) -> Result<Arc<Self>, PolicyErrors> {
         let policy = load_dir(&dir)?;
-        Ok(Arc::new(Self::new(Some(dir), policy)))
+        let mut kept = history::load(&dir);
+        let files = history::basenames(&policy.sources);
+        let last = kept.last();
+        if last.is_none_or(|last| last.files != files) {
+            let mut summary = vec!["loaded at start-up".to_owned()];
+            if let Some(last) = last {
+                summary.extend(summarize(&merge(&last.files), &merge(&files)));
+            }
+            kept.push(Kept {
+                meta: VersionMeta {
+                    version: last.map_or(1, |l| l.meta.version + 1),
+                    time: history::now(),
+                    author: DIRECTORY_AUTHOR.to_owned(),
+                    summary,
+                },
+                files,
+            });
+        }
+        let store = Self::new(Some(dir), policy, Versions::new(kept, keep));
+        Ok(Arc::new(store))
     }
 
     /// A store serving `policy` as version 1, with no directory behind it ([`reload`]
@@ -103,16 +145,45 @@ impl PolicyStore {
     /// [`reload`]: Self::reload
     /// [`replace`]: Self::replace
     pub fn from_policy(policy: Policy) -> Arc<Self> {
-        Arc::new(Self::new(None, policy))
+        let first = Kept {
+            meta: VersionMeta {
+                version: 1,
+                time: history::now(),
+                author: "start-up".to_owned(),
+                summary: vec!["loaded at start-up".to_owned()],
+            },
+            files: history::basenames(&policy.sources),
+        };
+        Arc::new(Self::new(
+            None,
+            policy,
+            Versions::new(vec![first], HISTORY_LIMIT),
+        ))
     }
 
-    fn new(dir: Option<PathBuf>, policy: Policy) -> Self {
+    fn new(dir: Option<PathBuf>, policy: Policy, versions: Versions) -> Self {
+        let version = versions.current().map_or(1, |k| k.meta.version);
         Self {
             dir,
             current: ArcSwap::from_pointee(policy),
-            version: watch::Sender::new(1),
+            version: watch::Sender::new(version),
             reloading: Mutex::new(()),
+            versions: Mutex::new(versions),
         }
+    }
+
+    fn versions(&self) -> MutexGuard<'_, Versions> {
+        self.versions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The versions kept, newest first: who applied each, when, and what it changed.
+    pub fn history(&self) -> Vec<VersionMeta> {
+        self.versions().list()
+    }
+
+    /// The files of a kept version (named by file name alone), for a rollback.
+    pub fn kept(&self, version: u64) -> Option<Vec<PolicyFile>> {
+        self.versions().get(version).map(|k| k.files.clone())
     }
 
     /// The policy in force. Lock-free; keep the snapshot for the work at hand.
@@ -158,10 +229,12 @@ impl PolicyStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let policy = load_dir(dir)?;
-        if policy.sources == self.current.load().sources {
+        let current = self.current.load_full();
+        if policy.sources == current.sources {
             return Ok((self.version(), false));
         }
-        Ok((self.swap(policy), true))
+        let meta = self.next_meta(&current, &policy, DIRECTORY_AUTHOR);
+        Ok((self.swap(policy, meta), true))
     }
 
     /// Puts `policy` in force and returns its version.
@@ -170,16 +243,27 @@ impl PolicyStore {
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        self.swap(policy)
+        let meta = self.next_meta(&self.current(), &policy, "replace");
+        self.swap(policy, meta)
     }
 
-    fn swap(&self, policy: Policy) -> u64 {
+    /// The record of the version after the one in force; call with the lock held.
+    fn next_meta(&self, current: &Policy, next: &Policy, author: &str) -> VersionMeta {
+        VersionMeta {
+            version: self.version() + 1,
+            time: history::now(),
+            author: author.to_owned(),
+            summary: summarize(&merge(&current.sources), &merge(&next.sources)),
+        }
+    }
+
+    /// Puts `policy` in force as the version `meta` records; call with the lock held.
+    fn swap(&self, policy: Policy, meta: VersionMeta) -> u64 {
+        let files = history::basenames(&policy.sources);
+        let version = meta.version;
+        self.versions().push(Kept { meta, files });
         self.current.store(Arc::new(policy));
-        let mut version = 0;
-        self.version.send_modify(|v| {
-            *v += 1;
-            version = *v;
-        });
+        self.version.send_replace(version);
         version
     }
 

@@ -8,6 +8,8 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+mod admin_api;
+mod admin_store;
 mod audit_lines;
 mod bad_requests;
 mod clients;

@@ -1,0 +1,167 @@
+//! `egressctl`: the command line for the admin API. Tables for people, `-o json` for
+//! scripts; every failure exits non-zero with a message that says what to do.
+
+mod commands;
+mod input;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Manage an egress-gateway over its admin API.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The admin API's address (host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "EGRESS_ADMIN",
+        default_value = "127.0.0.1:15000"
+    )]
+    admin: String,
+    /// The gateway's admin token file (its first token is sent); default ./admin.token.
+    #[arg(long, global = true, env = "EGRESS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Output: tables and text for people, or JSON for scripts.
+    #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
+    output: Output,
+    /// What to do.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How answers are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    /// Tables and sentences.
+    Table,
+    /// The API's JSON.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Is the gateway ready, which policy version does it serve, how busy is it?
+    Status,
+    /// Read, change and go back in the policy.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Add, replace or remove one rule.
+    #[command(subcommand)]
+    Rule(RuleCommand),
+    /// Would traffic to HOST:PORT be allowed? Exit 0 allowed, 3 denied (or would be).
+    Check {
+        /// The destination, e.g. api.example.com:443 or [2001:db8::1]:443.
+        destination: String,
+        /// The source: an IP address or an identity (spiffe://...).
+        #[arg(long)]
+        source: Option<String>,
+        /// The listener (default: the first declared one).
+        #[arg(long)]
+        listener: Option<String>,
+    },
+    /// The connections open now.
+    Connections,
+    /// Follow the audit log as it is written.
+    Logs {
+        /// Follow (the admin API only streams; this is the default).
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines containing this text (a host, a rule name).
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Stop accepting, let work in flight finish, and report.
+    Drain,
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Print the policy set in force (YAML; -o json for JSON).
+    Get,
+    /// Replace the policy set with FILE (YAML, or JSON when it ends in .json; - = stdin).
+    Apply {
+        /// The policy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only if this version is still in force (from `policy get` or `history`).
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Show what applying FILE would change, without changing anything.
+    Diff {
+        /// The policy file.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+    },
+    /// The versions kept, newest first.
+    History,
+    /// Apply an earlier version's set again, as a new version.
+    Rollback {
+        /// The version to go back to (see `policy history`).
+        version: u64,
+        /// Only if this version is still in force.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RuleCommand {
+    /// Add or replace the rule in FILE (one rule, with its name).
+    Set {
+        /// The rule file (YAML, or JSON when it ends in .json; - = stdin).
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// Only if this version is still in force.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// Remove a rule.
+    Delete {
+        /// The rule's name.
+        name: String,
+        /// Only if this version is still in force.
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+}
+
+/// A failure: what to tell the user, and the exit status.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            code: 1,
+        }
+    }
+}
+
+impl From<egress_admin::client::ClientError> for Failure {
+    fn from(e: egress_admin::client::ClientError) -> Self {
+        Failure::new(e.to_string())
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            if !failure.message.is_empty() {
+                eprintln!("egressctl: {}", failure.message);
+            }
+            ExitCode::from(failure.code)
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The gateway as the admin API sees it: the [`egress_admin::Control`] the admin router
+//! serves — the policy store's reads and writes, decisions on request, open
+//! connections, the live audit tail, readiness and draining.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use egress_admin::api::{
+    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, Detail, DrainReport, Format,
+    History, HistoryEntry, PolicyText, PolicyView, WriteOptions,
+};
+use egress_admin::ControlError;
+use tokio::sync::broadcast;
+
+use crate::audit::AuditSink;
+use crate::connections::Kind;
+use crate::listen::Context;
+use crate::metrics::Metrics;
+use crate::policy::edit::{as_one_yaml, merge, parse_rule, set_rule, to_yaml};
+use crate::policy::store::write::{Candidate, WriteError};
+use crate::policy::store::PolicyStore;
+use crate::policy::{compile, HostPattern, Policy, PolicyErrors, PolicyFile, Query, Verdict};
+use crate::source::Source;
+use crate::wire::host::{parse_host, Host};
+
+/// The comment heading a `policy.yaml` the admin API generated.
+const WRITTEN: &str = "written through the egress-gateway admin API";
+
+/// What the admin API controls.
+#[derive(Debug)]
+pub struct GatewayControl {
+    /// The shared state of every listener: connections, drain, tasks.
+    pub ctx: Arc<Context>,
+    /// The policy in force.
+    pub store: Arc<PolicyStore>,
+    /// The audit writer, for the live tail.
+    pub sink: Arc<AuditSink>,
+    /// Readiness; false once draining.
+    pub ready: Arc<AtomicBool>,
+    /// Every collector.
+    pub metrics: Metrics,
+    /// How long a drain waits for work in flight.
+    pub drain_timeout: Duration,
+}
+
+impl egress_admin::Control for GatewayControl {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    fn metrics(&self) -> String {
+        self.metrics.render()
+    }
+
+    fn policy(&self, format: Format) -> PolicyView {
+        let policy = self.store.current();
+        let version = self.store.version();
+        let text = match format {
+            Format::Yaml => as_one_yaml(policy.sources(), &format!("policy version {version}")),
+            Format::Json => {
+                serde_json::to_string_pretty(&merge(policy.sources())).unwrap_or_default() + "\n"
+            }
+        };
+        PolicyView { version, text }
+    }
+
+    fn change(&self, change: Change, options: WriteOptions) -> Result<Applied, ControlError> {
+        let store = &self.store;
+        let written = store
+            .write(
+                &options.author,
+                options.if_match,
+                options.dry_run,
+                |current| candidate(change, current, store),
+            )
+            .map_err(control_error)?;
+        Ok(Applied {
+            version: written.version,
+            changed: written.changed,
+            dry_run: options.dry_run,
+            summary: written.summary,
+        })
+    }
+
+    fn history(&self) -> History {
+        History {
+            current: self.store.version(),
+            versions: self
+                .store
+                .history()
+                .into_iter()
+                .map(|m| HistoryEntry {
+                    version: m.version,
+                    time: m.time,
+                    author: m.author,
+                    summary: m.summary,
+                })
+                .collect(),
+        }
+    }
+
+    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError> {
+        let policy = self.store.current();
+        let version = self.store.version();
+        check(&policy, version, request)
+    }
+
+    fn connections(&self) -> Vec<ConnectionInfo> {
+        self.ctx
+            .connections
+            .snapshot()
+            .iter()
+            .map(|entry| {
+                let target = entry.target();
+                ConnectionInfo {
+                    id: entry.id,
+                    listener: entry.listener.to_string(),
+                    kind: match entry.kind {
+                        Kind::Http => "http",
+                        Kind::Tunnel => "tunnel",
+                    }
+                    .to_owned(),
+                    source: entry.source.addr.to_string(),
+                    identity: entry.source.identity.clone(),
+                    destination: target.as_ref().map(|(d, _)| d.to_string()),
+                    rule: target.and_then(|(_, rule)| rule),
+                    started: rfc3339(entry.started),
+                    age_seconds: entry.age().as_secs_f64(),
+                    bytes_received: entry.bytes_received.load(Ordering::Relaxed),
+                    bytes_sent: entry.bytes_sent.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    fn audit_tail(&self) -> broadcast::Receiver<Arc<str>> {
+        self.sink.subscribe()
+    }
+
+    fn drain(&self) -> Pin<Box<dyn Future<Output = DrainReport> + Send>> {
+        let ready = Arc::clone(&self.ready);
+        let ctx = Arc::clone(&self.ctx);
+        let timeout = self.drain_timeout;
+        Box::pin(async move {
+            let started = Instant::now();
+            ready.store(false, Ordering::Release);
+            tracing::info!(?timeout, "draining, as asked through the admin API");
+            ctx.drain.cancel();
+            ctx.tasks.close();
+            let drained = tokio::time::timeout(timeout, ctx.tasks.wait())
+                .await
+                .is_ok();
+            DrainReport {
+                drained,
+                in_flight: ctx.connections.len(),
+                waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            }
+        })
+    }
+}
+
+/// The text a change proposes for `policy.yaml`.
+fn candidate(
+    change: Change,
+    current: &Policy,
+    store: &PolicyStore,
+) -> Result<Candidate, WriteError> {
+    let generated = |text: String, note: Option<String>| Candidate {
+        text,
+        body_lines: false,
+        note,
+    };
+    match change {
+        Change::Replace(PolicyText { text, .. }) if text.trim().is_empty() => {
+            Err(WriteError::BadRequest(
+                "the body is empty; send the whole policy set (an empty set would declare no listener and deny everything; send `rules: []` to mean it)".to_owned(),
+            ))
+        }
+        Change::Replace(PolicyText {
+            text,
+            format: egress_admin::api::Format::Yaml,
+        }) => Ok(Candidate {
+            text,
+            body_lines: true,
+            note: None,
+        }),
+        Change::Replace(PolicyText { text, .. }) => {
+            // Checked as sent first, so that error lines point into the JSON.
+            let files = [PolicyFile {
+                name: "request body".to_owned(),
+                text,
+            }];
+            compile(&files).map_err(|errors| WriteError::Invalid {
+                errors,
+                body_lines: true,
+            })?;
+            Ok(generated(to_yaml(&merge(&files), WRITTEN), None))
+        }
+        Change::SetRule { name, rule } => {
+            let rule = parse_rule(&rule.text, &name).map_err(|e| WriteError::Invalid {
+                errors: PolicyErrors(vec![e]),
+                body_lines: true,
+            })?;
+            let mut doc = merge(current.sources());
+            set_rule(&mut doc, rule);
+            Ok(generated(to_yaml(&doc, WRITTEN), None))
+        }
+        Change::DeleteRule(name) => {
+            let mut doc = merge(current.sources());
+            let before = doc.rules.len();
+            doc.rules.retain(|r| r.name != name);
+            if doc.rules.len() == before {
+                return Err(WriteError::NotFound(format!(
+                    "no rule named {name:?}; GET /policy lists the rules"
+                )));
+            }
+            Ok(generated(to_yaml(&doc, WRITTEN), None))
+        }
+        Change::Rollback(version) => {
+            let files = store.kept(version).ok_or_else(|| {
+                WriteError::NotFound(format!(
+                    "version {version} is not kept; GET /policy/history lists the versions kept"
+                ))
+            })?;
+            let text = as_one_yaml(&files, &format!("policy version {version}, restored"));
+            Ok(generated(text, Some(format!("rollback to version {version}"))))
+        }
+    }
+}
+
+fn control_error(e: WriteError) -> ControlError {
+    match e {
+        WriteError::Invalid { errors, body_lines } => {
+            let count = errors.0.len();
+            ControlError::Invalid {
+                message: format!(
+                    "invalid policy: {count} error{}; nothing changed",
+                    if count == 1 { "" } else { "s" }
+                ),
+                details: errors
+                    .0
+                    .into_iter()
+                    .map(|e| Detail {
+                        path: e.path,
+                        line: e.line.filter(|_| body_lines),
+                        message: e.message,
+                    })
+                    .collect(),
+            }
+        }
+        WriteError::BadRequest(m) => ControlError::BadRequest(m),
+        WriteError::Stale { expected, current } => ControlError::Stale { expected, current },
+        WriteError::ReadOnly(m) => ControlError::ReadOnly(m),
+        WriteError::NotFound(m) => ControlError::NotFound(m),
+        WriteError::Io(m) => ControlError::Internal(m),
+    }
+}
+
+/// What `policy` (at `version`) decides for the destination a check names, and why.
+fn check(
+    policy: &Policy,
+    version: u64,
+    request: &CheckRequest,
+) -> Result<CheckAnswer, ControlError> {
+    let host =
+        parse_host(&request.host).map_err(|e| ControlError::BadRequest(format!("host: {e}")))?;
+    let source = match request.source.as_deref() {
+        None => Source::from_addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
+        Some(id) if id.contains("://") => Source {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            identity: Some(id.to_owned()),
+        },
+        Some(raw) => {
+            let addr = raw
+                .parse::<SocketAddr>()
+                .or_else(|_| raw.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
+                .map_err(|_| {
+                    ControlError::BadRequest(format!(
+                        "source {raw:?} is neither an IP address nor an identity (spiffe://...)"
+                    ))
+                })?;
+            Source::from_addr(addr)
+        }
+    };
+    let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
+    let listener = match request.listener.as_deref() {
+        Some(name) if declared.contains(&name) => name,
+        Some(name) => {
+            return Err(ControlError::BadRequest(format!(
+                "no listener named {name:?}; the policy declares: {}",
+                if declared.is_empty() {
+                    "none".to_owned()
+                } else {
+                    declared.join(", ")
+                }
+            )))
+        }
+        None => declared.first().copied().unwrap_or(""),
+    };
+    let query = Query {
+        host: &host,
+        port: request.port,
+        listener,
+        source: &source,
+    };
+    let decision = policy.decide(&query);
+    let destination = format!("{host}:{}", request.port);
+    let mode = format!("{:?}", policy.defaults().mode).to_lowercase();
+    let why = match (&decision.rule, decision.verdict) {
+        (Some(rule), verdict) => {
+            let pattern = rule
+                .hosts
+                .iter()
+                .find(|p| pattern_matches(p, &host))
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            let what = match verdict {
+                Verdict::Allow => "allows it",
+                Verdict::Deny => "denies it",
+                Verdict::WouldDeny => {
+                    "would deny it; audit mode forwards it and marks its audit line"
+                }
+            };
+            format!("rule {} {what} (host pattern {pattern})", rule.name)
+        }
+        (None, verdict) => {
+            let near: Vec<&str> = policy
+                .rules()
+                .iter()
+                .filter(|r| r.hosts.iter().any(|p| pattern_matches(p, &host)))
+                .map(|r| r.name.as_str())
+                .collect();
+            let hint = if near.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (rule {} names the host but not this port, source or listener)",
+                    near.join(", ")
+                )
+            };
+            let outcome = match verdict {
+                Verdict::Allow => "lets it out",
+                Verdict::Deny => "refuses it",
+                Verdict::WouldDeny => {
+                    "would refuse it; audit mode forwards it and marks its audit line"
+                }
+            };
+            format!(
+                "no rule matches {destination} on listener {listener}{hint}; mode {mode} {outcome}"
+            )
+        }
+    };
+    Ok(CheckAnswer {
+        decision: match decision.verdict {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would_deny",
+        }
+        .to_owned(),
+        rule: decision.rule.as_ref().map(|r| r.name.clone()),
+        why,
+        destination,
+        listener: listener.to_owned(),
+        version,
+    })
+}
+
+fn pattern_matches(pattern: &HostPattern, host: &Host) -> bool {
+    match (pattern, host) {
+        (HostPattern::Name(name), Host::Name(h)) => name == h,
+        (HostPattern::Below(suffix), Host::Name(h)) => h
+            .strip_suffix(suffix.as_str())
+            .is_some_and(|rest| rest.ends_with('.')),
+        (HostPattern::AnyName, Host::Name(_)) => true,
+        (HostPattern::Ip(ip), Host::Ip(h)) => ip == &h.to_canonical(),
+        _ => false,
+    }
+}
+
+fn rfc3339(at: std::time::SystemTime) -> String {
+    time::OffsetDateTime::from(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::audit::{AuditFormat, AuditSink, AuditTarget, Auditor, FormatError, Recording};
 use crate::config::{Config, DEFAULT_POLICY};
-use crate::connections::{Connections, DRAIN_TIMEOUT};
+use crate::connections::Connections;
 use crate::control::GatewayControl;
 use crate::egress::Egress;
 use crate::listen::{self, Context, ListenError};
@@ -24,8 +24,6 @@ use crate::policy::PolicyErrors;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::Pool;
 
-/// How long tunnels closed at the end of a drain get to write their final lines.
-const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -403,23 +401,10 @@ impl Gateway {
     pub async fn shutdown(self) -> bool {
         self.ready.store(false, Ordering::Release);
         tracing::info!(timeout = ?self.drain_timeout, "draining");
-        self.ctx.drain.cancel();
         for task in &self.accepting {
             task.abort();
         }
-        self.ctx.tasks.close();
-        let drained = tokio::time::timeout(self.drain_timeout, self.ctx.tasks.wait())
-            .await
-            .is_ok();
-        if !drained {
-            tracing::warn!("drain timeout passed with work still in flight");
-            // Tunnels last as long as their clients want; close them so that each
-            // still writes its final audit line before the sink closes.
-            let closed = self.ctx.connections.close_tunnels(DRAIN_TIMEOUT);
-            if closed > 0 {
-                let _ = tokio::time::timeout(TUNNEL_CLOSE_GRACE, self.ctx.tasks.wait()).await;
-            }
-        }
+        let drained = self.ctx.drain(self.drain_timeout).await;
         self.admin_stop.cancel();
         for task in &self.background {
             task.abort();

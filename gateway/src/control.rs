@@ -149,11 +149,7 @@ impl egress_admin::Control for GatewayControl {
             let started = Instant::now();
             ready.store(false, Ordering::Release);
             tracing::info!(?timeout, "draining, as asked through the admin API");
-            ctx.drain.cancel();
-            ctx.tasks.close();
-            let drained = tokio::time::timeout(timeout, ctx.tasks.wait())
-                .await
-                .is_ok();
+            let drained = ctx.drain(timeout).await;
             DrainReport {
                 drained,
                 in_flight: ctx.connections.len(),

@@ -52,6 +52,33 @@ pub struct Context {
     pub audit_flush_interval: Duration,
 }
 
+/// How long tunnels closed at the drain timeout get to write their final lines.
+const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+impl Context {
+    /// Drains: accept loops stop, connections finish what is in flight, up to
+    /// `timeout`; tunnels still open then are closed (`drain_timeout`) so each writes
+    /// its final audit line. Returns whether everything finished in time.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.drain.cancel();
+        self.tasks.close();
+        let drained = tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!("drain timeout passed with work still in flight");
+            // Tunnels last as long as their clients want.
+            let closed = self
+                .connections
+                .close_tunnels(crate::connections::DRAIN_TIMEOUT);
+            if closed > 0 {
+                let _ = tokio::time::timeout(TUNNEL_CLOSE_GRACE, self.tasks.wait()).await;
+            }
+        }
+        drained
+    }
+}
+
 /// A connection as its handler receives it: who (after any PROXY header), on which
 /// listener, at which local address.
 #[derive(Debug, Clone)]

@@ -4,8 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
+# (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -13,6 +19,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "missing packages: ${need_apt[*]} (install them, or run as root)" >&2
     exit 1
   fi
+fi
+
+if ! python3 -c 'import requests' >/dev/null 2>&1; then
+  python3 -m pip install --quiet requests 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages requests
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

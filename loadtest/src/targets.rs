@@ -1,0 +1,442 @@
+//! The targets of a comparison: the direct path (the stub upstream itself) and the
+//! proxies the tool starts, each from a fresh temporary directory, pinned to the proxy
+//! CPUs with taskset, and stopped (SIGTERM, then SIGKILL) when dropped.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::peers::{self, Addresses, GatewayListeners};
+use crate::proc_stat;
+use crate::scenario::{Listener, Scenario};
+use crate::upstream::UpstreamAddrs;
+
+/// Something a scenario can be sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// The stub upstream, no proxy: the ceiling.
+    Direct,
+    /// egress-gateway.
+    Gateway,
+    /// nginx (Debian package).
+    Nginx,
+    /// HAProxy (Debian package).
+    Haproxy,
+    /// Squid (Debian package).
+    Squid,
+}
+
+impl TargetKind {
+    /// Its name in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Direct => "direct",
+            TargetKind::Gateway => "gateway",
+            TargetKind::Nginx => "nginx",
+            TargetKind::Haproxy => "haproxy",
+            TargetKind::Squid => "squid",
+        }
+    }
+
+    /// Whether this target can serve `scenario` as an egress proxy: nginx and HAProxy
+    /// have no CONNECT, Squid neither h2c nor SNI passthrough.
+    pub fn supports(self, scenario: Scenario) -> bool {
+        let listener = scenario.listener();
+        match self {
+            TargetKind::Direct | TargetKind::Gateway => true,
+            TargetKind::Nginx | TargetKind::Haproxy => listener != Listener::Connect,
+            TargetKind::Squid => matches!(listener, Listener::Http | Listener::Connect),
+        }
+    }
+}
+
+/// What starting a target needs.
+#[derive(Debug, Clone)]
+pub struct StartEnv {
+    /// The `egress-gateway` binary.
+    pub gateway_bin: PathBuf,
+    /// CPUs for the proxy (`taskset -c`), e.g. `0`.
+    pub proxy_cpus: Option<String>,
+}
+
+/// Why a target did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// Its binary is missing.
+    #[error("{what} not found: {hint}")]
+    Missing {
+        /// The binary.
+        what: String,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// A file of its configuration could not be written.
+    #[error("write {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It could not be spawned.
+    #[error("start {what}: {source}")]
+    Spawn {
+        /// The binary.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It exited or did not listen in time.
+    #[error(
+        "{what} did not start listening on {addr} within {limit:?}; its logs are in {dir}:\n{tail}"
+    )]
+    NotListening {
+        /// The target.
+        what: &'static str,
+        /// The listener waited for.
+        addr: SocketAddr,
+        /// How long.
+        limit: Duration,
+        /// Its working directory (kept).
+        dir: String,
+        /// The end of its logs.
+        tail: String,
+    },
+    /// A template did not render.
+    #[error(transparent)]
+    Template(#[from] peers::TemplateError),
+}
+
+/// A target ready for load.
+#[derive(Debug)]
+pub struct Running {
+    /// Which target.
+    pub kind: TargetKind,
+    addresses: Addresses,
+    upstream_echo: SocketAddr,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    ticks: u64,
+}
+
+impl Running {
+    /// Starts `kind` for `scenario` in front of `upstreams`.
+    ///
+    /// Fails when its binary is missing, its configuration cannot be written, or it does
+    /// not listen within 20 s.
+    pub fn start(
+        kind: TargetKind,
+        scenario: Scenario,
+        upstreams: UpstreamAddrs,
+        env: &StartEnv,
+    ) -> Result<Running, TargetError> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("egress-loadtest-{}-", kind.name()))
+            .tempdir()
+            .map_err(|source| TargetError::Write {
+                path: "a temporary directory".into(),
+                source,
+            })?;
+        let addresses = Addresses {
+            http: free_port(),
+            h2c: free_port(),
+            tls: free_port(),
+            connect: free_port(),
+            upstream_http: upstreams.http,
+            upstream_tls: upstreams.tls,
+        };
+        let mut running = Running {
+            kind,
+            addresses,
+            upstream_echo: upstreams.echo,
+            child: None,
+            dir,
+            ticks: proc_stat::ticks_per_second(),
+        };
+        if kind == TargetKind::Direct {
+            return Ok(running);
+        }
+        let command = running.command(scenario, env)?;
+        running.spawn(command, env)?;
+        if let Some(addr) = running.address(scenario) {
+            running.wait_listening(addr, Duration::from_secs(20))?;
+        }
+        Ok(running)
+    }
+
+    /// Where to send `scenario`; `None` when this target does not serve it.
+    pub fn address(&self, scenario: Scenario) -> Option<SocketAddr> {
+        let a = &self.addresses;
+        if self.kind == TargetKind::Direct {
+            return Some(match scenario {
+                Scenario::Http1 | Scenario::H2c => a.upstream_http,
+                Scenario::Tls | Scenario::ConnectTls => a.upstream_tls,
+                Scenario::ConnectEcho => self.upstream_echo,
+            });
+        }
+        if !self.kind.supports(scenario) {
+            return None;
+        }
+        Some(match scenario.listener() {
+            // The gateway serves h2c on its http listener.
+            Listener::H2c if self.kind == TargetKind::Gateway => a.http,
+            Listener::H2c => a.h2c,
+            Listener::Http => a.http,
+            Listener::Tls => a.tls,
+            Listener::Connect => a.connect,
+        })
+    }
+
+    /// CPU time the proxy's processes used so far; `None` for the direct path.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let pid = self.child.as_ref()?.id();
+        Some(proc_stat::cpu_time(pid, self.ticks))
+    }
+
+    /// The proxy's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its working directory (configuration and logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Leaves the working directory in place when the target stops.
+    pub fn keep_dir(&mut self) {
+        self.dir.disable_cleanup(true);
+    }
+
+    fn command(&self, scenario: Scenario, env: &StartEnv) -> Result<Command, TargetError> {
+        let dir = self.dir.path();
+        let dir_text = dir.display().to_string();
+        let values = peers::values(&self.addresses, &dir_text);
+        let write = |name: &str, text: &str| -> Result<PathBuf, TargetError> {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|source| TargetError::Write {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Ok(path)
+        };
+        let command = match self.kind {
+            TargetKind::Direct => Command::new("true"),
+            TargetKind::Gateway => {
+                if !env.gateway_bin.is_file() {
+                    return Err(TargetError::Missing {
+                        what: env.gateway_bin.display().to_string(),
+                        hint: "build it with `cargo build --release -p egress-gateway` or pass --gateway PATH",
+                    });
+                }
+                let policies = dir.join("policies");
+                std::fs::create_dir_all(&policies).map_err(|source| TargetError::Write {
+                    path: policies.display().to_string(),
+                    source,
+                })?;
+                let listener = scenario.listener();
+                let policy = peers::gateway_policy(
+                    &self.addresses,
+                    GatewayListeners {
+                        http: matches!(listener, Listener::Http | Listener::H2c),
+                        tls: listener == Listener::Tls,
+                        connect: listener == Listener::Connect,
+                    },
+                );
+                write("policies/policy.yaml", &policy)?;
+                let mut c = Command::new(&env.gateway_bin);
+                c.arg("--policies")
+                    .arg(&policies)
+                    .args(["--admin-address", "127.0.0.1:0", "--audit-path"])
+                    .arg(dir.join("audit.log"))
+                    .args(["--dns-server", "127.0.0.1:9", "--drain-timeout", "1s"])
+                    .env("RUST_LOG", "warn");
+                c
+            }
+            TargetKind::Nginx => {
+                let conf = write("nginx.conf", &peers::render(peers::NGINX, &values)?)?;
+                let mut c = Command::new(peer_binary("nginx")?);
+                c.arg("-p")
+                    .arg(dir)
+                    .arg("-c")
+                    .arg(conf)
+                    .arg("-e")
+                    .arg(dir.join("error.log"));
+                c
+            }
+            TargetKind::Haproxy => {
+                let conf = write("haproxy.cfg", &peers::render(peers::HAPROXY, &values)?)?;
+                let mut c = Command::new(peer_binary("haproxy")?);
+                c.arg("-f").arg(conf).arg("-db");
+                c
+            }
+            TargetKind::Squid => {
+                let conf = write("squid.conf", &peers::render(peers::SQUID, &values)?)?;
+                write(
+                    "hosts",
+                    &format!(
+                        "127.0.0.1 {} {}\n",
+                        crate::scenario::ALLOWED_HOST,
+                        crate::scenario::DENIED_HOST
+                    ),
+                )?;
+                // Squid drops root for its `proxy` user, which must write its logs here.
+                allow_everyone(dir);
+                let mut c = Command::new(peer_binary("squid")?);
+                c.arg("-N").arg("-f").arg(conf);
+                c
+            }
+        };
+        Ok(command)
+    }
+
+    fn spawn(&mut self, command: Command, env: &StartEnv) -> Result<(), TargetError> {
+        let mut command = match &env.proxy_cpus {
+            Some(cpus) => {
+                let mut pinned = Command::new("taskset");
+                pinned.arg("-c").arg(cpus).arg(command.get_program());
+                pinned.args(command.get_args());
+                for (k, v) in command.get_envs() {
+                    if let Some(v) = v {
+                        pinned.env(k, v);
+                    }
+                }
+                pinned
+            }
+            None => command,
+        };
+        // HAProxy's access log is its standard output; the others' go to their files.
+        let stdout = self.log_file("stdout.log")?;
+        let stderr = self.log_file("stderr.log")?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|source| TargetError::Spawn {
+                what: self.kind.name().to_owned(),
+                source,
+            })?;
+        // taskset execs the proxy in place: the child's pid is the proxy's.
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn log_file(&self, name: &str) -> Result<std::fs::File, TargetError> {
+        let path = self.dir.path().join(name);
+        std::fs::File::create(&path).map_err(|source| TargetError::Write {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<(), TargetError> {
+        let end = Instant::now() + limit;
+        loop {
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if !exited
+                && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                return Ok(());
+            }
+            if exited || Instant::now() >= end {
+                // Keep the directory so its logs can be read.
+                self.dir.disable_cleanup(true);
+                let kept = self.dir.path().to_path_buf();
+                return Err(TargetError::NotListening {
+                    what: self.kind.name(),
+                    addr,
+                    limit,
+                    dir: kept.display().to_string(),
+                    tail: log_tail(&kept),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM first: nginx's master stops its workers, the gateway drains.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A free loopback port (bound, then released for the proxy to take).
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+fn peer_binary(name: &str) -> Result<PathBuf, TargetError> {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
+    }
+    Err(TargetError::Missing {
+        what: name.to_owned(),
+        hint: "install the peers with loadtest/peers/install.sh",
+    })
+}
+
+fn allow_everyone(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777));
+}
+
+/// The last lines of every log in `dir`.
+fn log_tail(dir: &Path) -> String {
+    let mut out = String::new();
+    for name in ["stderr.log", "stdout.log", "error.log", "cache.log"] {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(10)..] {
+                out.push_str(&format!("{name}: {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_serve_only_what_they_can_as_egress_proxies() {
+        use Scenario::*;
+        assert!(TargetKind::Gateway.supports(ConnectEcho));
+        assert!(TargetKind::Nginx.supports(Tls) && !TargetKind::Nginx.supports(ConnectTls));
+        assert!(TargetKind::Haproxy.supports(H2c) && !TargetKind::Haproxy.supports(ConnectEcho));
+        assert!(TargetKind::Squid.supports(Http1) && TargetKind::Squid.supports(ConnectTls));
+        assert!(!TargetKind::Squid.supports(Tls) && !TargetKind::Squid.supports(H2c));
+    }
+}

@@ -8,13 +8,15 @@ if [[ $(id -u) -ne 0 ]]; then
   exec sudo -- "$0" "$@"
 fi
 
-packages=(nginx haproxy squid)
+# libnginx-mod-stream: TLS passthrough by SNI (ssl_preread) is in nginx's stream module,
+# a separate package in Debian.
+packages=(nginx libnginx-mod-stream haproxy squid)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [[ ${#missing[@]} -eq 0 ]]; then
-  echo "nginx, haproxy and squid are installed"
+  echo "${packages[*]} are installed"
   exit 0
 fi
 

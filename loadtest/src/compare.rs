@@ -140,7 +140,7 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                 Ok(target) => running.push((results.len(), target)),
                 Err(e) => {
                     eprintln!("egress-loadtest: {}: {e}", kind.name());
-                    result.note = Some(first_line(&e.to_string()));
+                    result.note = Some(short_reason(&e.to_string()));
                 }
             }
         }
@@ -217,8 +217,20 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     })
 }
 
-fn first_line(text: &str) -> String {
-    text.lines().next().unwrap_or_default().to_owned()
+/// The line of a start error worth a table cell: the proxy's last log line when there
+/// is one (`listener tls: protocol Tls is not supported yet`), else the first line.
+fn short_reason(text: &str) -> String {
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let first = text.lines().next().unwrap_or_default();
+    let line = match last.split_once(".log: ") {
+        Some((_, log_line)) => log_line,
+        None => first,
+    };
+    format!("not started: {}", line.replace('|', "/"))
 }
 
 /// Date, processors, kernel and CPU model of this machine.

@@ -77,16 +77,17 @@ async fn run_one(args: RunArgs) -> anyhow::Result<()> {
         direct: args.direct,
         connections: args.load.connections,
         rate: args.load.rate,
-        duration: args.load.warmup,
+        duration: args.load.duration,
         max_requests: None,
         timeout: args.load.timeout,
         progress: false,
     };
     plan.validate()?;
     if !args.load.warmup.is_zero() {
+        plan.duration = args.load.warmup;
         run::execute(&plan).await?;
+        plan.duration = args.load.duration;
     }
-    plan.duration = args.load.duration;
     plan.max_requests = args.requests;
     plan.progress = !args.quiet;
     let report = run::execute(&plan).await?;

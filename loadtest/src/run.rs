@@ -193,16 +193,19 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Tally {
     let mix_offset = index as u64 * 7;
     let mut k: u64 = 0;
     loop {
-        let intended = match &schedule {
+        let (intended, behind) = match &schedule {
             Some(s) => {
                 let at = shared.start + s.intended(k);
                 if at >= shared.deadline {
                     break;
                 }
-                tokio::time::sleep_until(at.into()).await;
-                at
+                let behind = Instant::now() > at;
+                if !behind {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                (at, behind)
             }
-            None => Instant::now(),
+            None => (Instant::now(), true),
         };
         if Instant::now() >= shared.deadline {
             break;
@@ -226,6 +229,7 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Tally {
             intended - shared.start,
             sent - shared.start,
             finished - shared.start,
+            behind,
         );
         tally.record(outcome, t);
         shared.completed.fetch_add(1, Ordering::Relaxed);

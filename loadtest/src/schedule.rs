@@ -51,12 +51,17 @@ pub struct Timing {
 }
 
 /// The timings of a request intended at `intended`, actually sent at `sent` (never
-/// before `intended`), completed at `done`; offsets from the run's start.
-pub fn timing(intended: Duration, sent: Duration, done: Duration) -> Timing {
+/// before `intended`), completed at `done`; offsets from the run's start. `behind`: the
+/// previous request was still in flight at `intended`, so the target made this one
+/// late and the wait counts. Otherwise the connection slept until `intended`, and
+/// the timer's own lateness (tokio's timer has millisecond ticks) is the load
+/// generator's, not the target's: the latency counts from the send.
+pub fn timing(intended: Duration, sent: Duration, done: Duration, behind: bool) -> Timing {
     let sent = sent.max(intended);
     let done = done.max(sent);
+    let start = if behind { intended } else { sent };
     Timing {
-        latency: done - intended,
+        latency: done - start,
         service: done - sent,
     }
 }
@@ -70,9 +75,10 @@ pub fn simulate(schedule: &Schedule, service: &[Duration]) -> Vec<Timing> {
     let mut timings = Vec::with_capacity(service.len());
     for (k, took) in service.iter().enumerate() {
         let intended = schedule.intended(k as u64);
+        let behind = now > intended;
         let sent = now.max(intended);
         let done = sent + *took;
-        timings.push(timing(intended, sent, done));
+        timings.push(timing(intended, sent, done, behind));
         now = done;
     }
     timings
@@ -129,8 +135,19 @@ mod tests {
 
     #[test]
     fn timing_never_goes_negative() {
-        let t = timing(ms(10), ms(5), ms(8));
+        let t = timing(ms(10), ms(5), ms(8), true);
         assert_eq!(t.latency, Duration::ZERO);
         assert_eq!(t.service, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_late_timer_is_not_charged_to_the_target() {
+        // Slept until 10 ms, woke at 11 ms (timer tick), answered at 12 ms.
+        let t = timing(ms(10), ms(11), ms(12), false);
+        assert_eq!(t.latency, ms(1));
+        // Behind schedule because the previous answer came at 11 ms: charged from 10.
+        let t = timing(ms(10), ms(11), ms(12), true);
+        assert_eq!(t.latency, ms(2));
+        assert_eq!(t.service, ms(1));
     }
 }

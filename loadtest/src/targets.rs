@@ -90,10 +90,20 @@ pub enum TargetError {
         /// Why.
         source: std::io::Error,
     },
-    /// It exited or did not listen in time.
-    #[error(
-        "{what} did not start listening on {addr} within {limit:?}; its logs are in {dir}:\n{tail}"
-    )]
+    /// It exited before listening.
+    #[error("{what} exited ({status}) before listening; its logs are in {dir}:\n{tail}")]
+    Exited {
+        /// The target.
+        what: &'static str,
+        /// Its exit status.
+        status: String,
+        /// Its working directory (kept).
+        dir: String,
+        /// The end of its logs.
+        tail: String,
+    },
+    /// It did not listen in time.
+    #[error("{what} did not listen on {addr} within {limit:?}; its logs are in {dir}:\n{tail}")]
     NotListening {
         /// The target.
         what: &'static str,
@@ -340,22 +350,32 @@ impl Running {
             let exited = self
                 .child
                 .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
-            if !exited
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_none()
                 && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             {
                 return Ok(());
             }
-            if exited || Instant::now() >= end {
+            if exited.is_some() || Instant::now() >= end {
                 // Keep the directory so its logs can be read.
                 self.dir.disable_cleanup(true);
-                let kept = self.dir.path().to_path_buf();
-                return Err(TargetError::NotListening {
-                    what: self.kind.name(),
-                    addr,
-                    limit,
-                    dir: kept.display().to_string(),
-                    tail: log_tail(&kept),
+                let dir = self.dir.path();
+                let (what, tail) = (self.kind.name(), log_tail(dir));
+                let dir = dir.display().to_string();
+                return Err(match exited {
+                    Some(status) => TargetError::Exited {
+                        what,
+                        status: status.to_string(),
+                        dir,
+                        tail,
+                    },
+                    None => TargetError::NotListening {
+                        what,
+                        addr,
+                        limit,
+                        dir,
+                        tail,
+                    },
                 });
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -142,7 +142,7 @@ pub struct CompareArgs {
     #[arg(long)]
     pub no_pin: bool,
     /// Directory for table.md, results.json and latency.svg
-    /// (default: loadtest-results/SCENARIO-TIMESTAMP).
+    /// (default: target/loadtest-results/SCENARIO-TIMESTAMP).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Keep each proxy's configuration and access log.

@@ -169,9 +169,17 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             }
             run.duration = plan.duration;
             let before = target.cpu_time();
+            let threads_before = target.thread_ticks();
             let mut report = execute(&run).await?;
             if let (Some(before), Some(after)) = (before, target.cpu_time()) {
                 report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
+            }
+            let hz = target.ticks_per_second().max(1) as f64;
+            for (name, ticks) in target.thread_ticks() {
+                let spent = ticks.saturating_sub(threads_before.get(&name).copied().unwrap_or(0));
+                if spent > 0 {
+                    report.proxy_threads.insert(name, spent as f64 / hz);
+                }
             }
             eprintln!(
                 "[{}/{}] {:8} {:>9.0} req/s  p99 {:>8}  errors {}{}",

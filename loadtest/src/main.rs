@@ -124,7 +124,11 @@ async fn compare_all(
     let out = args.out.unwrap_or_else(|| {
         let stamp = comparison.machine.date.replace([':', '-'], "");
         let stamp = stamp.split('.').next().unwrap_or_default().to_owned();
-        format!("loadtest-results/{}-{stamp}", args.workload.scenario.name()).into()
+        format!(
+            "target/loadtest-results/{}-{stamp}",
+            args.workload.scenario.name()
+        )
+        .into()
     });
     let files = comparison.write(&out)?;
     if args.json {

@@ -138,6 +138,10 @@ pub struct Report {
     pub service_time: Option<Percentiles>,
     /// The proxy's CPU, when the tool started the proxy.
     pub proxy_cpu: Option<ProxyCpu>,
+    /// CPU seconds of the proxy's main process by thread name (`/proc/PID/task`),
+    /// where the time goes (workers, audit writer, ...).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxy_threads: BTreeMap<String, f64>,
     /// The latency histogram, for merging and plots.
     #[serde(skip)]
     pub histogram: Latencies,
@@ -175,6 +179,7 @@ impl Report {
             latency: tally.latency.percentiles(),
             service_time: rate.map(|_| tally.service.percentiles()),
             proxy_cpu: None,
+            proxy_threads: BTreeMap::new(),
             histogram: tally.latency,
         }
     }
@@ -206,7 +211,7 @@ impl Report {
         if let Some(service) = &self.service_time {
             let _ = writeln!(
                 out,
-                "  (from the intended send time; from the actual send: {})",
+                "  (corrected for coordinated omission; send to answer: {})",
                 latency_line(service)
             );
         }
@@ -312,7 +317,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("p50 500µs"), "{text}");
-        assert!(text.contains("from the actual send"), "{text}");
+        assert!(text.contains("send to answer: p50"), "{text}");
         assert!(text.contains("errors     status_502 1"), "{text}");
         assert!(text.contains("proxy cpu  250.0 µs/request"), "{text}");
     }

@@ -1,0 +1,332 @@
+//! One scenario against several targets in one invocation: the stub upstreams in this
+//! process, each proxy started by the tool, the targets alternated over repetitions
+//! (machines drift by 10–15%; alternating spreads the drift over every target), the
+//! proxy's CPU read from /proc around each measured run, medians side by side.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::histogram::Latencies;
+use crate::plot::{self, Series};
+use crate::report::{ProxyCpu, Report};
+use crate::run::{execute, RunPlan};
+use crate::scenario::{Scenario, Workload};
+use crate::table::{self, Medians, Row};
+use crate::targets::{Running, StartEnv, TargetKind};
+use crate::upstream::{UpstreamConfig, Upstreams};
+
+/// A comparison to make.
+#[derive(Debug, Clone)]
+pub struct ComparePlan {
+    /// The scenario (its `connect_port` is filled in from the stub upstreams).
+    pub workload: Workload,
+    /// Targets, in the order of the first repetition.
+    pub targets: Vec<TargetKind>,
+    /// Connections per run.
+    pub connections: usize,
+    /// Open loop rate, or closed loop.
+    pub rate: Option<f64>,
+    /// Measured time per run.
+    pub duration: Duration,
+    /// Unmeasured time before each run (connections, pools, caches warm up).
+    pub warmup: Duration,
+    /// Runs per target.
+    pub repetitions: usize,
+    /// Request timeout.
+    pub timeout: Duration,
+    /// How to start the proxies.
+    pub env: StartEnv,
+    /// CPUs of the load generator, for the record.
+    pub generator_cpus: Option<String>,
+    /// Keep each proxy's directory (configuration, access log) after the run.
+    pub keep_logs: bool,
+}
+
+/// A target's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetResult {
+    /// Its name.
+    pub target: String,
+    /// Medians over the runs, or why it was not measured.
+    pub medians: Option<Medians>,
+    /// Why it was not measured.
+    pub note: Option<String>,
+    /// Every run.
+    pub runs: Vec<Report>,
+    /// The proxy's working directory (configuration and logs), when kept.
+    pub dir: Option<PathBuf>,
+    /// Every run's latencies merged, for the plot.
+    #[serde(skip)]
+    pub latencies: Latencies,
+}
+
+/// The machine a comparison ran on.
+#[derive(Debug, Clone, Serialize)]
+pub struct Machine {
+    /// UTC date and time.
+    pub date: String,
+    /// Processors online (`nproc`).
+    pub nproc: usize,
+    /// `uname -r`.
+    pub kernel: String,
+    /// The CPU model.
+    pub cpu: String,
+}
+
+/// A comparison's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The scenario.
+    pub workload: String,
+    /// Connections.
+    pub connections: usize,
+    /// Open loop rate.
+    pub rate: Option<f64>,
+    /// Measured seconds per run.
+    pub duration_s: f64,
+    /// Runs per target.
+    pub repetitions: usize,
+    /// Proxy CPUs (taskset).
+    pub proxy_cpus: Option<String>,
+    /// Load generator CPUs (taskset).
+    pub generator_cpus: Option<String>,
+    /// Where it ran.
+    pub machine: Machine,
+    /// Per target.
+    pub targets: Vec<TargetResult>,
+}
+
+/// Runs the comparison; targets that cannot start are reported, not fatal.
+///
+/// Fails when the stub upstreams cannot start or a run plan is invalid.
+pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
+    let upstreams = Upstreams::start(UpstreamConfig {
+        body_bytes: plan.workload.body_bytes as u64,
+        ..UpstreamConfig::default()
+    })
+    .await?;
+    let mut workload = plan.workload.clone();
+    workload.connect_port = match workload.scenario {
+        Scenario::ConnectTls => upstreams.tls.port(),
+        Scenario::ConnectEcho => upstreams.echo.port(),
+        _ => 0,
+    };
+    let mut results: Vec<TargetResult> = Vec::new();
+    let mut running: Vec<(usize, Running)> = Vec::new();
+    for kind in &plan.targets {
+        let mut result = TargetResult {
+            target: kind.name().to_owned(),
+            medians: None,
+            note: None,
+            runs: Vec::new(),
+            dir: None,
+            latencies: Latencies::new(),
+        };
+        if !kind.supports(workload.scenario) {
+            result.note = Some(format!("no {} listener", workload.scenario.name()));
+        } else {
+            let (kind, scenario, addrs, env) = (
+                *kind,
+                workload.scenario,
+                upstreams.addrs(),
+                plan.env.clone(),
+            );
+            match tokio::task::spawn_blocking(move || Running::start(kind, scenario, addrs, &env))
+                .await?
+            {
+                Ok(target) => running.push((results.len(), target)),
+                Err(e) => {
+                    eprintln!("egress-loadtest: {}: {e}", kind.name());
+                    result.note = Some(short_reason(&e.to_string()));
+                }
+            }
+        }
+        results.push(result);
+    }
+    for rep in 0..plan.repetitions {
+        let shift = rep % running.len().max(1);
+        for (index, target) in running[shift..].iter().chain(&running[..shift]) {
+            let Some(addr) = target.address(workload.scenario) else {
+                continue;
+            };
+            let mut run = RunPlan {
+                label: target.kind.name().to_owned(),
+                workload: workload.clone(),
+                target: addr,
+                direct: target.kind == TargetKind::Direct,
+                connections: plan.connections,
+                rate: plan.rate,
+                duration: plan.warmup,
+                max_requests: None,
+                timeout: plan.timeout,
+                progress: false,
+            };
+            if !plan.warmup.is_zero() {
+                execute(&run).await?;
+            }
+            run.duration = plan.duration;
+            let before = target.cpu_time();
+            let threads_before = target.thread_ticks();
+            let mut report = execute(&run).await?;
+            if let (Some(before), Some(after)) = (before, target.cpu_time()) {
+                report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
+            }
+            let hz = target.ticks_per_second().max(1) as f64;
+            for (name, ticks) in target.thread_ticks() {
+                let spent = ticks.saturating_sub(threads_before.get(&name).copied().unwrap_or(0));
+                if spent > 0 {
+                    report.proxy_threads.insert(name, spent as f64 / hz);
+                }
+            }
+            eprintln!(
+                "[{}/{}] {:8} {:>9.0} req/s  p99 {:>8}  errors {}{}",
+                rep + 1,
+                plan.repetitions,
+                target.kind.name(),
+                report.requests_per_s,
+                crate::histogram::format_micros(report.latency.p99_us),
+                report.errors,
+                report
+                    .proxy_cpu
+                    .map(|c| format!("  proxy {:.1} µs/req", c.per_request_us))
+                    .unwrap_or_default()
+            );
+            let result = &mut results[*index];
+            result.latencies.merge(&report.histogram);
+            result.runs.push(report);
+        }
+    }
+    if plan.keep_logs {
+        for (index, target) in &mut running {
+            results[*index].dir = Some(target.dir().to_path_buf());
+            target.keep_dir();
+        }
+    }
+    // Stopping waits for each proxy to exit: off the runtime's thread.
+    tokio::task::spawn_blocking(move || drop(running)).await?;
+    for result in &mut results {
+        if !result.runs.is_empty() {
+            result.medians = Some(Medians::of(&result.runs));
+        }
+    }
+    Ok(Comparison {
+        workload: workload.describe(),
+        connections: plan.connections,
+        rate: plan.rate,
+        duration_s: plan.duration.as_secs_f64(),
+        repetitions: plan.repetitions,
+        proxy_cpus: plan.env.proxy_cpus.clone(),
+        generator_cpus: plan.generator_cpus.clone(),
+        machine: machine(),
+        targets: results,
+    })
+}
+
+/// The line of a start error worth a table cell: the proxy's last log line when there
+/// is one (`listener tls: protocol Tls is not supported yet`), else the first line.
+fn short_reason(text: &str) -> String {
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let first = text.lines().next().unwrap_or_default();
+    let line = match last.split_once(".log: ") {
+        Some((_, log_line)) => log_line,
+        None => first,
+    };
+    format!("not started: {}", line.replace('|', "/"))
+}
+
+/// Date, processors, kernel and CPU model of this machine.
+pub fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let nproc = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    Machine {
+        date,
+        nproc,
+        kernel,
+        cpu,
+    }
+}
+
+impl Comparison {
+    /// The table with its heading: what ran, where, and how.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let load = match self.rate {
+            Some(rate) => format!("open loop at {rate:.0} req/s"),
+            None => "closed loop".to_owned(),
+        };
+        let _ = writeln!(
+            out,
+            "**{}**, {} connections, {load}, {} × {:.0} s per target (medians)\n",
+            self.workload, self.connections, self.repetitions, self.duration_s
+        );
+        let _ = writeln!(
+            out,
+            "{} · nproc {} · kernel {} · {} · proxy on CPU {} · load generator and upstream on CPU {}\n",
+            self.machine.date,
+            self.machine.nproc,
+            self.machine.kernel,
+            self.machine.cpu,
+            self.proxy_cpus.as_deref().unwrap_or("any"),
+            self.generator_cpus.as_deref().unwrap_or("any"),
+        );
+        let rows: Vec<Row<'_>> = self
+            .targets
+            .iter()
+            .map(|t| Row {
+                name: &t.target,
+                medians: t
+                    .medians
+                    .as_ref()
+                    .ok_or(t.note.as_deref().unwrap_or("not measured")),
+            })
+            .collect();
+        out.push_str(&table::markdown(&rows));
+        out
+    }
+
+    /// Writes `table.md`, `results.json` and `latency.svg` into `dir`; returns their
+    /// paths.
+    ///
+    /// Fails when a file cannot be written.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let table = dir.join("table.md");
+        std::fs::write(&table, self.markdown())?;
+        let json = dir.join("results.json");
+        std::fs::write(&json, serde_json::to_string_pretty(self)?)?;
+        let svg = dir.join("latency.svg");
+        let series: Vec<Series> = self
+            .targets
+            .iter()
+            .filter(|t| t.latencies.count() > 0)
+            .map(|t| Series {
+                name: t.target.clone(),
+                points: t.latencies.distribution(),
+            })
+            .collect();
+        plot::write_svg(&svg, &self.workload, &series)?;
+        Ok(vec![table, json, svg])
+    }
+}

@@ -1,0 +1,20 @@
+//! The stub's raw TCP services: echo (every byte back) and sink (every byte dropped).
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// Sends back everything received until the client closes.
+pub async fn echo(mut tcp: TcpStream) {
+    let (mut reader, mut writer) = tcp.split();
+    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+}
+
+/// Reads and drops everything until the client closes.
+pub async fn sink(mut tcp: TcpStream) {
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n) = tcp.read(&mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
+}

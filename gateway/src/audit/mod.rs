@@ -217,12 +217,18 @@ impl Auditor {
         Self { format, sink }
     }
 
-    /// Formats `record` and queues the line; never blocks.
+    /// Formats `record` and queues the line; never blocks. Lines are rendered into a
+    /// buffer each thread reuses, so recording allocates nothing once warm.
     pub fn record(&self, record: &AuditRecord) {
-        let mut line = String::with_capacity(512);
-        self.format.render(record, &mut line);
-        line.push('\n');
-        self.sink.send(line);
+        thread_local! {
+            static LINE: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(1024));
+        }
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            self.format.render(record, line);
+            line.push('\n');
+            self.sink.send_str(line);
+        });
     }
 
     /// The sink, for reopening, flushing and counters.

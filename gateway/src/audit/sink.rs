@@ -1,16 +1,16 @@
 //! Where audit lines go: a file or stdout, written by a thread of its own so disk I/O
 //! never blocks the data path.
 //!
-//! [`AuditSink::send`] only counts and enqueues. The queue is an unbounded channel whose
-//! *lines* are bounded by a counter, so a full queue drops the line (counted) while the
-//! control messages (reopen, close) are never refused and keep their place in line
-//! order: lines sent before a reopen go to the old file, lines after it to the new.
-//! The writer flushes its `BufWriter` whenever the queue runs empty, so `tail -f` sees
-//! lines promptly and bursts still cost one write per buffer.
+//! [`AuditSink::send`] appends the line to one shared batch under a short lock and wakes
+//! nobody: the writer thread takes the whole batch every few milliseconds while traffic
+//! flows, so a busy gateway pays no thread wake-up per line. A sender wakes the writer
+//! only when it sleeps idle or the batch passes half its capacity. A full batch drops
+//! the line (counted). Control messages keep their place among the lines: a reopen
+//! carries the lines sent before it, which go to the old file.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -40,16 +40,27 @@ pub struct AuditSink {
 }
 
 enum Message {
-    Line(String),
-    Reopen,
+    /// Take the batch now (flush, a full batch, or the writer sleeps idle).
+    Wake,
+    /// Write these lines (sent before the reopen) to the old files, then reopen.
+    Reopen(Batch),
     Close,
+}
+
+/// Lines waiting for the writer, in send order.
+#[derive(Default)]
+pub(super) struct Batch {
+    pub(super) bytes: Vec<u8>,
+    pub(super) lines: usize,
 }
 
 /// State shared by the handle and the writer thread.
 struct Shared {
     capacity: usize,
-    /// Lines in the channel now; bounded by `capacity`.
-    queued: AtomicUsize,
+    /// Lines waiting for the writer; at most `capacity`.
+    batch: Mutex<Batch>,
+    /// The writer sleeps long (no traffic lately): the next line must wake it.
+    idle: AtomicBool,
     /// Lines accepted into the queue since the start.
     accepted: AtomicU64,
     written: AtomicU64,
@@ -70,11 +81,11 @@ struct Progress {
 
 /// How long the writer waits for a line before reporting pending drops anyway.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a busy writer takes the batch: the longest a line waits to reach the file.
+const BUSY_INTERVAL: Duration = Duration::from_millis(10);
 /// Live-tail subscribers that fall this many lines behind lose lines (they see `Lagged`).
 const TAIL_CAPACITY: usize = 1024;
 const BUFFER_BYTES: usize = 64 * 1024;
-/// Messages handled between two flushes under sustained load, so `flush` sees progress.
-const MAX_BATCH: usize = 1024;
 
 impl AuditSink {
     /// Opens every target and starts the writer thread; at most `capacity` lines wait
@@ -89,7 +100,8 @@ impl AuditSink {
             .collect::<io::Result<Vec<_>>>()?;
         let shared = Arc::new(Shared {
             capacity: capacity.max(1),
-            queued: AtomicUsize::new(0),
+            batch: Mutex::new(Batch::default()),
+            idle: AtomicBool::new(true),
             accepted: AtomicU64::new(0),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
@@ -100,7 +112,7 @@ impl AuditSink {
         });
         let (tx, rx) = mpsc::channel();
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
-        let writer = Writer::new(rx, outputs, Arc::clone(&shared), tail.clone());
+        let writer = Writer::new(rx, outputs, Arc::clone(&shared));
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())?;
@@ -115,25 +127,36 @@ impl AuditSink {
     /// Queues one line (with its newline); never blocks. When the queue is full, or the
     /// sink is closed, the line is dropped and counted.
     pub fn send(&self, line: String) {
+        self.send_str(&line);
+    }
+
+    /// [`AuditSink::send`] without giving up a `String`: the line is copied into the
+    /// batch, so callers can render into a buffer they reuse.
+    pub fn send_str(&self, line: &str) {
         let shared = &*self.shared;
         if shared.closed.load(Ordering::Relaxed) {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.capacity {
-            shared.queued.fetch_sub(1, Ordering::AcqRel);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        match self.tx.send(Message::Line(line)) {
-            Ok(()) => {
-                shared.accepted.fetch_add(1, Ordering::AcqRel);
-            }
-            Err(_) => {
-                // The writer has stopped.
-                shared.queued.fetch_sub(1, Ordering::AcqRel);
+        let half_full = {
+            let mut batch = shared.lock_batch();
+            if batch.lines >= shared.capacity {
+                drop(batch);
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
             }
+            batch.bytes.extend_from_slice(line.as_bytes());
+            batch.lines += 1;
+            shared.accepted.fetch_add(1, Ordering::AcqRel);
+            batch.lines == shared.capacity / 2 + 1
+        };
+        // Tail readers get the line from here, so the writer stays a plain copy loop;
+        // nobody listening costs one atomic load.
+        if self.tail.receiver_count() > 0 {
+            let _ = self.tail.send(Arc::from(line));
+        }
+        if half_full || shared.idle.swap(false, Ordering::AcqRel) {
+            let _ = self.tx.send(Message::Wake);
         }
     }
 
@@ -141,13 +164,17 @@ impl AuditSink {
     /// the old file, lines after it to the new one. Asynchronous; never blocks. A file
     /// that cannot be reopened is logged and keeps its old handle.
     pub fn reopen(&self) {
-        let _ = self.tx.send(Message::Reopen);
+        let mut batch = self.shared.lock_batch();
+        let before = std::mem::take(&mut *batch);
+        // Sent under the batch lock: no line can slip in between.
+        let _ = self.tx.send(Message::Reopen(before));
     }
 
     /// Waits until every line queued before this call is written and flushed, at most
     /// `timeout`. Returns whether that happened in time.
     pub fn flush(&self, timeout: Duration) -> bool {
         let target = self.shared.accepted.load(Ordering::Acquire);
+        let _ = self.tx.send(Message::Wake);
         let progress = self.shared.lock_progress();
         let (progress, _) = self
             .shared
@@ -216,5 +243,9 @@ impl std::fmt::Debug for AuditSink {
 impl Shared {
     fn lock_progress(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_batch(&self) -> MutexGuard<'_, Batch> {
+        self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

@@ -9,9 +9,8 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::broadcast;
 
-use super::{AuditTarget, Message, Shared, BUFFER_BYTES, MAX_BATCH, REPORT_INTERVAL};
+use super::{AuditTarget, Batch, Message, Shared, BUFFER_BYTES, BUSY_INTERVAL, REPORT_INTERVAL};
 
 /// One open target.
 pub(super) enum Output {
@@ -67,7 +66,6 @@ pub(super) struct Writer {
     rx: mpsc::Receiver<Message>,
     outputs: Vec<Output>,
     shared: Arc<Shared>,
-    tail: broadcast::Sender<Arc<str>>,
     reporter: Reporter,
 }
 
@@ -84,63 +82,45 @@ impl Writer {
         rx: mpsc::Receiver<Message>,
         outputs: Vec<Output>,
         shared: Arc<Shared>,
-        tail: broadcast::Sender<Arc<str>>,
     ) -> Self {
         Writer {
             rx,
             outputs,
             shared,
-            tail,
             reporter: Reporter::default(),
         }
     }
 
-    /// Runs until closed, or until the sink is dropped.
+    /// Runs until closed, or until the sink is dropped: takes the batch every
+    /// [`BUSY_INTERVAL`] while lines come, sleeps until woken when none do.
     pub(super) fn run(mut self) {
         let mut processed = 0u64;
+        let mut quiet = 0u32;
         loop {
-            let message = match self.rx.recv_timeout(REPORT_INTERVAL) {
-                Ok(message) => message,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.reporter.report(&self.shared);
-                    continue;
+            let idle = self.shared.idle.load(Ordering::Acquire);
+            let wait = if idle { REPORT_INTERVAL } else { BUSY_INTERVAL };
+            let closing = match self.rx.recv_timeout(wait) {
+                Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => false,
+                Ok(Message::Reopen(before)) => {
+                    processed += self.write_batch(before);
+                    self.reopen();
+                    false
                 }
-                // The sink was dropped: finish like a close.
-                Err(RecvTimeoutError::Disconnected) => Message::Close,
+                Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => true,
             };
-            let mut next = Some(message);
-            let mut closing = false;
-            let mut batch = 0;
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Line(line) => {
-                        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
-                        self.write_line(&line);
-                        processed += 1;
-                    }
-                    Message::Reopen => self.reopen(),
-                    Message::Close => {
-                        closing = true;
-                        break;
-                    }
-                }
-                batch += 1;
-                if batch < MAX_BATCH {
-                    next = self.rx.try_recv().ok();
-                }
+            let batch = std::mem::take(&mut *self.shared.lock_batch());
+            let lines = self.write_batch(batch);
+            processed += lines;
+            // A few empty rounds in a row: sleep until a sender wakes us.
+            quiet = if lines == 0 { quiet + 1 } else { 0 };
+            if quiet >= 3 && !idle {
+                self.shared.idle.store(true, Ordering::Release);
             }
-            self.flush();
             self.reporter.report(&self.shared);
             self.shared.lock_progress().done = processed;
             self.shared.progressed.notify_all();
             if closing {
                 break;
-            }
-        }
-        // Lines that raced with close: count them, never lose them silently.
-        while let Ok(message) = self.rx.try_recv() {
-            if let Message::Line(_) = message {
-                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
         // The last word is never rate-limited away.
@@ -150,21 +130,24 @@ impl Writer {
         self.shared.progressed.notify_all();
     }
 
-    fn write_line(&mut self, line: &str) {
+    /// Writes a batch to every target and flushes; returns its line count.
+    fn write_batch(&mut self, batch: Batch) -> u64 {
+        if batch.lines == 0 {
+            return 0;
+        }
         let mut ok = true;
         for output in &mut self.outputs {
-            if let Err(error) = output.writer().write_all(line.as_bytes()) {
+            let written = output.writer().write_all(&batch.bytes);
+            if let Err(error) = written.and_then(|()| output.writer().flush()) {
                 ok = false;
                 self.reporter.failed(&self.shared, output, &error);
             }
         }
+        let lines = batch.lines as u64;
         if ok {
-            self.shared.written.fetch_add(1, Ordering::Relaxed);
+            self.shared.written.fetch_add(lines, Ordering::Relaxed);
         }
-        // Allocate for the tail only when someone listens.
-        if self.tail.receiver_count() > 0 {
-            let _ = self.tail.send(Arc::from(line));
-        }
+        lines
     }
 
     fn flush(&mut self) {

@@ -24,7 +24,6 @@ use crate::policy::PolicyErrors;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::Pool;
 
-
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -190,10 +189,10 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             pool: Pool::new(),
             metrics: metrics.clone(),
         },
-        recording: Arc::new(Recording {
-            auditor: Auditor::new(format, Arc::clone(&sink)),
-            metrics: metrics.clone(),
-        }),
+        recording: Arc::new(Recording::new(
+            Auditor::new(format, Arc::clone(&sink)),
+            metrics.clone(),
+        )),
         limits: config.limits.clone(),
         drain: CancellationToken::new(),
         tasks: TaskTracker::new(),

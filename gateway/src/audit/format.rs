@@ -121,6 +121,56 @@ impl AuditFormat {
         Ok(Self { kind })
     }
 
+    /// The request headers (REQ) and response headers (RESP) this format prints, so a
+    /// request copies only those into its record instead of every header it carries.
+    pub fn headers_used(&self) -> (Vec<http::HeaderName>, Vec<http::HeaderName>) {
+        let mut request = Vec::new();
+        let mut response = Vec::new();
+        match &self.kind {
+            Kind::Json => {
+                for name in [
+                    "x-envoy-original-path",
+                    "x-forwarded-for",
+                    "user-agent",
+                    "x-request-id",
+                ] {
+                    request.push(http::HeaderName::from_static(name));
+                }
+                response.push(http::HeaderName::from_static(
+                    "x-envoy-upstream-service-time",
+                ));
+            }
+            Kind::Text(pieces) => {
+                for piece in pieces {
+                    let Piece::Operator {
+                        op: Operator::Header { side, main, alt },
+                        ..
+                    } = piece
+                    else {
+                        continue;
+                    };
+                    let list = match side {
+                        Side::Request => &mut request,
+                        Side::Response => &mut response,
+                    };
+                    for header in std::iter::once(main).chain(alt) {
+                        match header {
+                            Header::Named(name) => list.push(name.clone()),
+                            Header::Host => list.push(http::header::HOST),
+                            Header::UpstreamServiceTime => list.push(
+                                http::HeaderName::from_static("x-envoy-upstream-service-time"),
+                            ),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        request.dedup();
+        response.dedup();
+        (request, response)
+    }
+
     /// Appends the line for `record` (without the newline) to `out`.
     pub fn render(&self, record: &AuditRecord, out: &mut String) {
         match &self.kind {

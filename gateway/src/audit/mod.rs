@@ -231,6 +231,11 @@ impl Auditor {
         });
     }
 
+    /// The line format.
+    pub fn format(&self) -> &AuditFormat {
+        &self.format
+    }
+
     /// The sink, for reopening, flushing and counters.
     pub fn sink(&self) -> &std::sync::Arc<AuditSink> {
         &self.sink

@@ -17,6 +17,29 @@ pub struct Recording {
     pub auditor: Auditor,
     /// Counts them.
     pub metrics: Metrics,
+    /// The request and response headers the audit format prints: all a record keeps.
+    headers_used: (Vec<http::HeaderName>, Vec<http::HeaderName>),
+}
+
+impl Recording {
+    /// Records with `auditor`'s format and counts in `metrics`.
+    pub fn new(auditor: Auditor, metrics: Metrics) -> Self {
+        let headers_used = auditor.format().headers_used();
+        Self {
+            auditor,
+            metrics,
+            headers_used,
+        }
+    }
+}
+
+/// Copies into `into` the values of `names` found in `from`.
+fn copy_headers(names: &[http::HeaderName], from: &http::HeaderMap, into: &mut http::HeaderMap) {
+    for name in names {
+        for value in from.get_all(name) {
+            into.append(name.clone(), value.clone());
+        }
+    }
 }
 
 /// An open record; finish it with [`Recorder::finish`], or drop it for a client that left.
@@ -57,6 +80,20 @@ impl Recorder {
     /// The record, to fill in as the request travels.
     pub fn record(&mut self) -> &mut AuditRecord {
         &mut self.pending.record
+    }
+
+    /// Keeps the request headers the audit format prints.
+    pub fn capture_request_headers(&mut self, headers: &http::HeaderMap) {
+        let pending = &mut *self.pending;
+        let names = &pending.recording.headers_used.0;
+        copy_headers(names, headers, &mut pending.record.request_headers);
+    }
+
+    /// Keeps the response headers the audit format prints.
+    pub fn capture_response_headers(&mut self, headers: &http::HeaderMap) {
+        let pending = &mut *self.pending;
+        let names = &pending.recording.headers_used.1;
+        copy_headers(names, headers, &mut pending.record.response_headers);
     }
 
     /// Sets the decision label counted in the metrics (`allow`, `deny`, `would_deny`).

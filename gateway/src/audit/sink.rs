@@ -40,18 +40,19 @@ pub struct AuditSink {
 }
 
 enum Message {
-    /// Take the batch now (flush, a full batch, or the writer sleeps idle).
+    /// Take the batch now (flush, reopen, a full batch, or the writer sleeps idle).
     Wake,
-    /// Write these lines (sent before the reopen) to the old files, then reopen.
-    Reopen(Batch),
     Close,
 }
 
-/// Lines waiting for the writer, in send order.
+/// Lines waiting for the writer, in send order, and where in them reopens fall.
 #[derive(Default)]
 pub(super) struct Batch {
     pub(super) bytes: Vec<u8>,
     pub(super) lines: usize,
+    /// Byte offsets in `bytes` at which the files are reopened: what comes before goes
+    /// to the old files, what comes after to the new ones.
+    pub(super) reopens: Vec<usize>,
 }
 
 /// State shared by the handle and the writer thread.
@@ -164,10 +165,12 @@ impl AuditSink {
     /// the old file, lines after it to the new one. Asynchronous; never blocks. A file
     /// that cannot be reopened is logged and keeps its old handle.
     pub fn reopen(&self) {
-        let mut batch = self.shared.lock_batch();
-        let before = std::mem::take(&mut *batch);
-        // Sent under the batch lock: no line can slip in between.
-        let _ = self.tx.send(Message::Reopen(before));
+        {
+            let mut batch = self.shared.lock_batch();
+            let at = batch.bytes.len();
+            batch.reopens.push(at);
+        }
+        let _ = self.tx.send(Message::Wake);
     }
 
     /// Waits until every line queued before this call is written and flushed, at most

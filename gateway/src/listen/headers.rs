@@ -5,59 +5,59 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Headers that describe the inside of the mesh: addresses, workload metadata and
-/// client certificates stay inside.
-const INTERNAL: [&str; 8] = [
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-client-cert",
-    "x-real-ip",
-    "forwarded",
-    "via",
-];
-
-pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
 }
 
-/// Removes what describes the inside of the mesh: addresses, workload metadata
-/// (`x-envoy-*`, e.g. Istio's peer metadata) and client certificates.
-pub(super) fn strip_internal(headers: &mut HeaderMap) {
-    for name in INTERNAL {
-        headers.remove(name);
+/// Headers that describe the inside of the mesh: addresses, workload metadata
+/// (`x-envoy-*`, e.g. Istio's peer metadata) and client certificates stay inside.
+fn is_internal(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for"
+            | "x-forwarded-host"
+            | "x-forwarded-proto"
+            | "x-forwarded-port"
+            | "x-forwarded-client-cert"
+            | "x-real-ip"
+            | "forwarded"
+            | "via"
+    ) || name.starts_with("x-envoy-")
+}
+
+/// Removes hop-by-hop headers (and those `Connection` names), and with `internal`
+/// everything that describes the inside of the mesh.
+///
+/// One pass over the headers present (a handful) rather than a lookup per name we
+/// refuse (seventeen); nothing is allocated unless something is removed.
+pub(super) fn strip(headers: &mut HeaderMap, internal: bool) {
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(http::header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                doomed.push(name);
+            }
+        }
     }
-    let envoy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-envoy-"))
-        .cloned()
-        .collect();
-    for name in envoy {
+    for name in headers.keys() {
+        let text = name.as_str();
+        if is_hop_by_hop(text) || (internal && is_internal(text)) {
+            doomed.push(name.clone());
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -66,8 +66,9 @@ pub(super) fn strip_internal(headers: &mut HeaderMap) {
 pub(super) fn ensure_request_id(headers: &mut HeaderMap) {
     let name = HeaderName::from_static("x-request-id");
     if !headers.contains_key(&name) {
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        if let Ok(value) = HeaderValue::from_str(&id) {
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+        if let Ok(value) = HeaderValue::from_str(id) {
             headers.insert(name, value);
         }
     }

@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::activity::Activity;
-use super::headers::{ensure_request_id, protocol_name, strip_hop_by_hop, strip_internal};
+use super::headers::{ensure_request_id, protocol_name, strip};
 use super::http_body::{CountingBody, ResponseBody};
 use super::http_conn;
 use super::preface::{Rewind, Verdict as Preface};
@@ -96,12 +96,12 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
                 .get(HOST)
                 .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()),
         };
-        record.request_headers = req.headers().clone();
         record.downstream_local_address = Some(conn.accepted.local);
         record.downstream_remote_address = Some(conn.peer());
         record.downstream_peer_uri_san = conn.accepted.source.identity.clone();
         record.requested_server_name = conn.server_name.clone();
     }
+    recorder.capture_request_headers(req.headers());
     if req.method() == Method::CONNECT && conn.accepted.spec.protocol == Protocol::Connect {
         let response = super::connect::tunnel(&conn.ctx, &conn.accepted, req, recorder).await;
         return response.map(|body| body.with_in_flight(in_flight));
@@ -315,8 +315,7 @@ fn upstream_request(
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    strip_hop_by_hop_but_trailer(&mut parts.headers);
-    strip_internal(&mut parts.headers);
+    strip_hop_by_hop_but_trailer(&mut parts.headers, true);
     if trailers {
         parts
             .headers
@@ -342,11 +341,12 @@ fn upstream_request(
     Ok(Request::from_parts(parts, body))
 }
 
-/// Strips hop-by-hop headers but keeps `Trailer`, which RFC 9110 no longer counts as
-/// one: HTTP/1.1 sends trailers only for the fields it announces.
-fn strip_hop_by_hop_but_trailer(headers: &mut HeaderMap) {
+/// Strips hop-by-hop headers (with `internal`, the mesh's own too) but keeps `Trailer`,
+/// which RFC 9110 no longer counts as one: HTTP/1.1 sends trailers only for the fields
+/// it announces.
+fn strip_hop_by_hop_but_trailer(headers: &mut HeaderMap, internal: bool) {
     let announced: Vec<HeaderValue> = headers.get_all(TRAILER).iter().cloned().collect();
-    strip_hop_by_hop(headers);
+    strip(headers, internal);
     for value in announced {
         headers.append(TRAILER, value);
     }
@@ -359,18 +359,17 @@ fn upstream_response(
     mut recorder: Recorder,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop_but_trailer(&mut parts.headers);
+    strip_hop_by_hop_but_trailer(&mut parts.headers, false);
     let record = recorder.record();
     if let Some(service) = record.upstream_service_time {
-        if let Ok(value) = HeaderValue::from_str(&service.as_millis().to_string()) {
-            parts.headers.insert(
-                HeaderName::from_static("x-envoy-upstream-service-time"),
-                value,
-            );
-        }
+        let millis = u64::try_from(service.as_millis()).unwrap_or(u64::MAX);
+        parts.headers.insert(
+            HeaderName::from_static("x-envoy-upstream-service-time"),
+            HeaderValue::from(millis),
+        );
     }
     record.response_code = parts.status.as_u16();
-    record.response_headers = parts.headers.clone();
+    recorder.capture_response_headers(&parts.headers);
     Response::from_parts(
         parts,
         ResponseBody::upstream(body, lease, deadline, recorder),

@@ -9,7 +9,6 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
-
 use super::{AuditTarget, Batch, Message, Shared, BUFFER_BYTES, BUSY_INTERVAL, REPORT_INTERVAL};
 
 /// One open target.
@@ -101,11 +100,6 @@ impl Writer {
             let wait = if idle { REPORT_INTERVAL } else { BUSY_INTERVAL };
             let closing = match self.rx.recv_timeout(wait) {
                 Ok(Message::Wake) | Err(RecvTimeoutError::Timeout) => false,
-                Ok(Message::Reopen(before)) => {
-                    processed += self.write_batch(before);
-                    self.reopen();
-                    false
-                }
                 Ok(Message::Close) | Err(RecvTimeoutError::Disconnected) => true,
             };
             let batch = std::mem::take(&mut *self.shared.lock_batch());
@@ -130,24 +124,38 @@ impl Writer {
         self.shared.progressed.notify_all();
     }
 
-    /// Writes a batch to every target and flushes; returns its line count.
+    /// Writes a batch to every target, reopening where the batch says, and flushes;
+    /// returns its line count.
     fn write_batch(&mut self, batch: Batch) -> u64 {
-        if batch.lines == 0 {
-            return 0;
-        }
         let mut ok = true;
-        for output in &mut self.outputs {
-            let written = output.writer().write_all(&batch.bytes);
-            if let Err(error) = written.and_then(|()| output.writer().flush()) {
-                ok = false;
-                self.reporter.failed(&self.shared, output, &error);
-            }
+        let mut from = 0;
+        for &at in &batch.reopens {
+            ok &= self.write_all(&batch.bytes[from..at]);
+            self.reopen();
+            from = at;
         }
+        ok &= self.write_all(&batch.bytes[from..]);
         let lines = batch.lines as u64;
         if ok {
             self.shared.written.fetch_add(lines, Ordering::Relaxed);
         }
         lines
+    }
+
+    /// Writes bytes to every target and flushes; false when a target failed.
+    fn write_all(&mut self, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let mut ok = true;
+        for output in &mut self.outputs {
+            let written = output.writer().write_all(bytes);
+            if let Err(error) = written.and_then(|()| output.writer().flush()) {
+                ok = false;
+                self.reporter.failed(&self.shared, output, &error);
+            }
+        }
+        ok
     }
 
     fn flush(&mut self) {

@@ -53,11 +53,16 @@ impl Activity {
         })
     }
 
+    /// Moves to `state`. Only the start of a head wakes the connection's timer loop
+    /// (the header timeout must be armed at once); other changes are seen when its
+    /// timer next fires, which is never later than a header timeout away.
     fn set(&self, state: u8) {
         let micros = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.since_micros.store(micros, Ordering::Relaxed);
         self.state.store(state, Ordering::Release);
-        self.changed.notify_one();
+        if state == HEAD {
+            self.changed.notify_one();
+        }
     }
 
     /// The current phase.

@@ -75,26 +75,32 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
 
     let limits = &ctx.limits;
     let mut draining = false;
+    // One timer and one drain future for the connection's life, re-armed rather than
+    // re-created: the loop runs once per request, so this is hot.
+    let drain = ctx.drain.cancelled();
+    tokio::pin!(drain);
+    let timer = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(timer);
     let result = loop {
+        // While a request is served, check back a header timeout later: the end of a
+        // request does not wake this loop, the next head does.
         let deadline = match activity.phase() {
-            Phase::Head(since) => Some(since + limits.header_timeout),
-            Phase::Idle(since) => Some(since + limits.idle_timeout),
-            Phase::Request => None,
+            Phase::Head(since) => since + limits.header_timeout,
+            Phase::Idle(since) => since + limits.idle_timeout,
+            Phase::Request => std::time::Instant::now() + limits.header_timeout,
         };
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let deadline = tokio::time::Instant::from_std(deadline);
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
         tokio::select! {
             result = &mut served => break result,
-            () = ctx.drain.cancelled(), if !draining => {
+            () = &mut drain, if !draining => {
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
             () = activity.changed() => {}
-            () = sleep => match activity.phase() {
+            () = &mut timer => match activity.phase() {
                 Phase::Head(since) if since.elapsed() >= limits.header_timeout => {
                     audit_connection_failure(&conn, 0, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "request_header_timeout");
                     return;

@@ -168,8 +168,10 @@ fn full_queue_drops_and_counts() {
         sink.send(format!("small {i:03}\n"));
     }
     let dropped = sink.dropped();
-    // At most `capacity` small lines wait; the big one may still be queued too.
-    assert!((96..=97).contains(&dropped), "dropped {dropped}");
+    // At most `capacity` lines wait. The writer, woken by the big line, may take it
+    // with up to three small ones before it blocks on the full pipe; then four more
+    // wait: 3 to 7 small lines get in.
+    assert!((93..=97).contains(&dropped), "dropped {dropped}");
     let mut got = vec![0; big.len()];
     reader.read_exact(&mut got).unwrap();
     assert_eq!(got, big.as_bytes());
@@ -178,9 +180,9 @@ fn full_queue_drops_and_counts() {
     assert_eq!(small as u64 + dropped, 100);
     let mut rest = vec![0; small * "small 000\n".len()];
     reader.read_exact(&mut rest).unwrap();
-    // The writer may take the big line off the queue during the burst, freeing a slot
-    // for a later line: accepted lines are some in increasing order, the first three
-    // always among them.
+    // The writer may take a batch off the queue during the burst, freeing slots for
+    // later lines: accepted lines are some in increasing order, the first three always
+    // among them.
     let rest = String::from_utf8(rest).unwrap();
     let numbers: Vec<u32> = rest
         .lines()

@@ -36,12 +36,13 @@ pub struct Metrics {
     pub bad_requests: IntCounter,
 }
 
-/// A bounded label for an HTTP status code: the code itself for 100-599, else "other".
-fn code_label(code: u16) -> String {
+/// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
+/// response), else "other". Formatted on the stack: this runs for every request.
+fn code_label(code: u16, digits: &mut itoa::Buffer) -> &str {
     if (100..600).contains(&code) || code == 0 {
-        code.to_string()
+        digits.format(code)
     } else {
-        "other".to_owned()
+        "other"
     }
 }
 
@@ -138,8 +139,10 @@ impl Metrics {
         flags: &str,
         seconds: f64,
     ) {
+        let mut digits = itoa::Buffer::new();
+        let code = code_label(code, &mut digits);
         self.requests
-            .with_label_values(&[listener, decision, rule, &code_label(code), flags])
+            .with_label_values(&[listener, decision, rule, code, flags])
             .inc();
         self.request_duration
             .with_label_values(&[listener, decision])

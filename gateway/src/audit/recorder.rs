@@ -133,24 +133,33 @@ impl Recorder {
         }
         p.recording.auditor.record(&p.record);
         let metrics = &p.recording.metrics;
+        // Most requests have no flag: no String for them.
         let mut flags = String::new();
-        p.record.response_flags.write_short(&mut flags);
+        let flags = if p.record.response_flags.is_empty() {
+            "-"
+        } else {
+            p.record.response_flags.write_short(&mut flags);
+            flags.as_str()
+        };
         metrics.observe(
             &p.listener,
             p.decision,
             p.record.route_name.as_deref().unwrap_or("none"),
             p.record.response_code,
-            &flags,
+            flags,
             elapsed.as_secs_f64(),
         );
-        metrics
-            .bytes
-            .with_label_values(&[&p.listener, "received"])
-            .inc_by(p.record.bytes_received);
-        metrics
-            .bytes
-            .with_label_values(&[&p.listener, "sent"])
-            .inc_by(p.record.bytes_sent);
+        for (direction, bytes) in [
+            ("received", p.record.bytes_received),
+            ("sent", p.record.bytes_sent),
+        ] {
+            if bytes > 0 {
+                metrics
+                    .bytes
+                    .with_label_values(&[&p.listener, direction])
+                    .inc_by(bytes);
+            }
+        }
     }
 }
 

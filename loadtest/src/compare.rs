@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::histogram::Latencies;
 use crate::plot::{self, Series};
-use crate::report::{ProxyCpu, Report};
+use crate::report::{describe_load, ProxyCpu, Report};
 use crate::run::{execute, RunPlan};
 use crate::scenario::{Scenario, Workload};
 use crate::table::{self, Medians, Row};
@@ -272,10 +272,7 @@ impl Comparison {
     /// The table with its heading: what ran, where, and how.
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let load = match self.rate {
-            Some(rate) => format!("open loop at {rate:.0} req/s"),
-            None => "closed loop".to_owned(),
-        };
+        let load = describe_load(self.rate);
         let _ = writeln!(
             out,
             "**{}**, {} connections, {load}, {} × {:.0} s per target (medians)\n",

@@ -187,10 +187,7 @@ impl Report {
     /// The report for people.
     pub fn human(&self) -> String {
         let mut out = String::new();
-        let load = match self.rate {
-            Some(rate) => format!("open loop at {rate:.0} req/s"),
-            None => "closed loop".to_owned(),
-        };
+        let load = describe_load(self.rate);
         let _ = writeln!(
             out,
             "{}: {}, {} connections, {load}, {:.1} s",
@@ -244,6 +241,14 @@ pub fn latency_line(p: &Percentiles) -> String {
         format_micros(p.p999_us),
         format_micros(p.max_us)
     )
+}
+
+/// "closed loop", or "open loop at N req/s".
+pub fn describe_load(rate: Option<f64>) -> String {
+    match rate {
+        Some(rate) => format!("open loop at {rate:.0} req/s"),
+        None => "closed loop".to_owned(),
+    }
 }
 
 #[cfg(test)]

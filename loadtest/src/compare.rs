@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::histogram::Latencies;
 use crate::plot::{self, Series};
+use crate::reload::{Reloader, Reloads};
 use crate::report::{describe_load, ProxyCpu, Report};
 use crate::run::{execute, RunPlan};
 use crate::scenario::{Scenario, Workload};
@@ -43,6 +44,8 @@ pub struct ComparePlan {
     pub generator_cpus: Option<String>,
     /// Keep each proxy's directory (configuration, access log) after the run.
     pub keep_logs: bool,
+    /// Rewrite the gateway's policy this often during its measured runs.
+    pub reload_every: Option<Duration>,
 }
 
 /// A target's results.
@@ -58,6 +61,10 @@ pub struct TargetResult {
     pub runs: Vec<Report>,
     /// The proxy's working directory (configuration and logs), when kept.
     pub dir: Option<PathBuf>,
+    /// Resident memory of the proxy's main process once it listens, KiB.
+    pub idle_rss_kib: Option<u64>,
+    /// Policy reloads during the measured runs (gateway targets with `--reload-every`).
+    pub reloads: Option<Reloads>,
     /// Every run's latencies merged, for the plot.
     #[serde(skip)]
     pub latencies: Latencies,
@@ -116,28 +123,29 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     };
     let mut results: Vec<TargetResult> = Vec::new();
     let mut running: Vec<(usize, Running)> = Vec::new();
-    for kind in &plan.targets {
+    for (kind, label, env) in variants(&plan.targets, &plan.env) {
+        let kind = &kind;
         let mut result = TargetResult {
-            target: kind.name().to_owned(),
+            target: label,
             medians: None,
             note: None,
             runs: Vec::new(),
             dir: None,
+            idle_rss_kib: None,
+            reloads: None,
             latencies: Latencies::new(),
         };
         if !kind.supports(workload.scenario) {
             result.note = Some(format!("no {} listener", workload.scenario.name()));
         } else {
-            let (kind, scenario, addrs, env) = (
-                *kind,
-                workload.scenario,
-                upstreams.addrs(),
-                plan.env.clone(),
-            );
+            let (kind, scenario, addrs, env) = (*kind, workload.scenario, upstreams.addrs(), env);
             match tokio::task::spawn_blocking(move || Running::start(kind, scenario, addrs, &env))
                 .await?
             {
-                Ok(target) => running.push((results.len(), target)),
+                Ok(target) => {
+                    result.idle_rss_kib = target.rss_kib();
+                    running.push((results.len(), target));
+                }
                 Err(e) => {
                     eprintln!("egress-loadtest: {}: {e}", kind.name());
                     result.note = Some(short_reason(&e.to_string()));
@@ -152,8 +160,9 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             let Some(addr) = target.address(workload.scenario) else {
                 continue;
             };
+            let label = results[*index].target.clone();
             let mut run = RunPlan {
-                label: target.kind.name().to_owned(),
+                label: label.clone(),
                 workload: workload.clone(),
                 target: addr,
                 direct: target.kind == TargetKind::Direct,
@@ -170,7 +179,19 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             run.duration = plan.duration;
             let before = target.cpu_time();
             let threads_before = target.thread_ticks();
+            let reloading = match (plan.reload_every, target.gateway_policy()) {
+                (Some(every), Some(policy)) => Some(Reloader::start(policy.clone(), every).await),
+                _ => None,
+            };
             let mut report = execute(&run).await?;
+            if let Some(reloader) = reloading {
+                let done = reloader.finish().await;
+                let total = results[*index].reloads.get_or_insert_with(Reloads::default);
+                total.written += done.written;
+                total.applied += done.applied;
+                total.write_errors += done.write_errors;
+                total.errors_during += report.errors;
+            }
             if let (Some(before), Some(after)) = (before, target.cpu_time()) {
                 report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
             }
@@ -185,7 +206,7 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                 "[{}/{}] {:8} {:>9.0} req/s  p99 {:>8}  errors {}{}",
                 rep + 1,
                 plan.repetitions,
-                target.kind.name(),
+                label,
                 report.requests_per_s,
                 crate::histogram::format_micros(report.latency.p99_us),
                 report.errors,
@@ -223,6 +244,25 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
         machine: machine(),
         targets: results,
     })
+}
+
+/// The targets with the environment each starts in: with filler rules asked for, the
+/// gateway runs twice, with its plain policy (`gateway`, the reference of the ratios)
+/// and with the rules (`gateway+N rules`).
+pub fn variants(targets: &[TargetKind], env: &StartEnv) -> Vec<(TargetKind, String, StartEnv)> {
+    let mut out = Vec::new();
+    for kind in targets {
+        let plain = StartEnv {
+            policy_rules: 0,
+            ..env.clone()
+        };
+        out.push((*kind, kind.name().to_owned(), plain));
+        if *kind == TargetKind::Gateway && env.policy_rules > 0 {
+            let label = format!("{}+{} rules", kind.name(), env.policy_rules);
+            out.push((*kind, label, env.clone()));
+        }
+    }
+    out
 }
 
 /// The line of a start error worth a table cell: the proxy's last log line when there
@@ -300,6 +340,28 @@ impl Comparison {
             })
             .collect();
         out.push_str(&table::markdown(&rows));
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// One line per target with its idle memory and the reloads it went through.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for t in &self.targets {
+            let mut parts = Vec::new();
+            if let Some(kib) = t.idle_rss_kib {
+                parts.push(format!("RSS once listening {:.1} MiB", kib as f64 / 1024.0));
+            }
+            if let Some(r) = &t.reloads {
+                parts.push(r.describe());
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(out, "- {}: {}", t.target, parts.join("; "));
+            }
+        }
+        if !out.is_empty() {
+            out.insert(0, '\n');
+        }
         out
     }
 

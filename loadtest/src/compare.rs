@@ -184,14 +184,6 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                 _ => None,
             };
             let mut report = execute(&run).await?;
-            if let Some(reloader) = reloading {
-                let done = reloader.finish().await;
-                let total = results[*index].reloads.get_or_insert_with(Reloads::default);
-                total.written += done.written;
-                total.applied += done.applied;
-                total.write_errors += done.write_errors;
-                total.errors_during += report.errors;
-            }
             if let (Some(before), Some(after)) = (before, target.cpu_time()) {
                 report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
             }
@@ -201,6 +193,15 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                 if spent > 0 {
                     report.proxy_threads.insert(name, spent as f64 / hz);
                 }
+            }
+            // After the CPU readings: waiting for the last reloads is not the run's work.
+            if let Some(reloader) = reloading {
+                let done = reloader.finish().await;
+                let total = results[*index].reloads.get_or_insert_with(Reloads::default);
+                total.written += done.written;
+                total.applied += done.applied;
+                total.write_errors += done.write_errors;
+                total.errors_during += report.errors;
             }
             eprintln!(
                 "[{}/{}] {:8} {:>9.0} req/s  p99 {:>8}  errors {}{}",
@@ -387,5 +388,40 @@ impl Comparison {
             .collect();
         plot::write_svg(&svg, &self.workload, &series)?;
         Ok(vec![table, json, svg])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_rules_add_a_second_gateway_row_and_keep_the_plain_one() {
+        let env = StartEnv {
+            gateway_bin: "gw".into(),
+            proxy_cpus: None,
+            policy_rules: 100_000,
+        };
+        let v = variants(&[TargetKind::Gateway, TargetKind::Nginx], &env);
+        let rows: Vec<(&str, usize)> = v
+            .iter()
+            .map(|(_, l, e)| (l.as_str(), e.policy_rules))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("gateway", 0),
+                ("gateway+100000 rules", 100_000),
+                ("nginx", 0)
+            ]
+        );
+        let plain = variants(
+            &[TargetKind::Gateway],
+            &StartEnv {
+                policy_rules: 0,
+                ..env
+            },
+        );
+        assert_eq!(plain.len(), 1);
     }
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::machine::{machine, Machine};
+
 use crate::histogram::Latencies;
 use crate::plot::{self, Series};
 use crate::reload::{Reloader, Reloads};
@@ -68,19 +70,6 @@ pub struct TargetResult {
     /// Every run's latencies merged, for the plot.
     #[serde(skip)]
     pub latencies: Latencies,
-}
-
-/// The machine a comparison ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// UTC date and time.
-    pub date: String,
-    /// Processors online (`nproc`).
-    pub nproc: usize,
-    /// `uname -r`.
-    pub kernel: String,
-    /// The CPU model.
-    pub cpu: String,
 }
 
 /// A comparison's results.
@@ -280,33 +269,6 @@ fn short_reason(text: &str) -> String {
         None => first,
     };
     format!("not started: {}", line.replace('|', "/"))
-}
-
-/// Date, processors, kernel and CPU model of this machine.
-pub fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let nproc = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    Machine {
-        date,
-        nproc,
-        kernel,
-        cpu,
-    }
 }
 
 impl Comparison {

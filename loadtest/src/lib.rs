@@ -17,6 +17,7 @@ pub mod client;
 pub mod compare;
 pub mod histogram;
 pub mod idle;
+pub mod machine;
 pub mod peers;
 pub mod plot;
 pub mod policy_load;

@@ -19,6 +19,26 @@ pub enum Cli {
     Run(RunArgs),
     /// Run one scenario against several targets the tool starts, side by side.
     Compare(CompareArgs),
+    /// The gateway's memory once listening and per idle CONNECT tunnel.
+    Idle(IdleArgs),
+}
+
+/// `idle`.
+#[derive(Debug, Args)]
+pub struct IdleArgs {
+    /// Idle tunnels to open (each needs two open files in this process and two in the
+    /// gateway).
+    #[arg(long, short = 'n', default_value_t = 1000)]
+    pub tunnels: usize,
+    /// Time left for memory to settle before each reading.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub settle: Duration,
+    /// The egress-gateway binary.
+    #[arg(long, default_value = "target/release/egress-gateway")]
+    pub gateway: PathBuf,
+    /// The report as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `upstream`.
@@ -151,6 +171,14 @@ pub struct CompareArgs {
     /// The results as JSON on standard output instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also run the gateway with this many extra rules in its policy (half exact hosts,
+    /// half wildcards, none matching the scenario), as the row `gateway+N rules`.
+    #[arg(long, default_value_t = 0)]
+    pub policy_rules: usize,
+    /// Rewrite each gateway's policy file this often during its measured runs (a new
+    /// marker rule, temporary file renamed over it) and report the reloads.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub reload_every: Option<Duration>,
 }
 
 impl WorkloadArgs {
@@ -238,5 +266,24 @@ mod tests {
         assert_eq!(args.targets, [TargetKind::Gateway, TargetKind::Nginx]);
         assert_eq!(args.load.duration, Duration::from_secs(2));
         assert_eq!(args.workload.scenario, Scenario::Tls);
+        assert_eq!(args.policy_rules, 0);
+        assert_eq!(args.reload_every, None);
+        let cli = Cli::try_parse_from([
+            "egress-loadtest",
+            "compare",
+            "--policy-rules",
+            "100000",
+            "--reload-every",
+            "1s",
+        ])
+        .unwrap();
+        let Cli::Compare(args) = cli else {
+            panic!("compare")
+        };
+        assert_eq!(args.policy_rules, 100_000);
+        assert_eq!(args.reload_every, Some(Duration::from_secs(1)));
+        let cli = Cli::try_parse_from(["egress-loadtest", "idle", "-n", "9000"]).unwrap();
+        let Cli::Idle(args) = cli else { panic!("idle") };
+        assert_eq!(args.tunnels, 9000);
     }
 }

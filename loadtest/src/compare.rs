@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::machine::{machine, Machine};
+
 use crate::histogram::Latencies;
 use crate::plot::{self, Series};
+use crate::reload::{Reloader, Reloads};
 use crate::report::{describe_load, ProxyCpu, Report};
 use crate::run::{execute, RunPlan};
 use crate::scenario::{Scenario, Workload};
@@ -43,6 +46,8 @@ pub struct ComparePlan {
     pub generator_cpus: Option<String>,
     /// Keep each proxy's directory (configuration, access log) after the run.
     pub keep_logs: bool,
+    /// Rewrite the gateway's policy this often during its measured runs.
+    pub reload_every: Option<Duration>,
 }
 
 /// A target's results.
@@ -58,22 +63,13 @@ pub struct TargetResult {
     pub runs: Vec<Report>,
     /// The proxy's working directory (configuration and logs), when kept.
     pub dir: Option<PathBuf>,
+    /// Resident memory of the proxy's main process once it listens, KiB.
+    pub idle_rss_kib: Option<u64>,
+    /// Policy reloads during the measured runs (gateway targets with `--reload-every`).
+    pub reloads: Option<Reloads>,
     /// Every run's latencies merged, for the plot.
     #[serde(skip)]
     pub latencies: Latencies,
-}
-
-/// The machine a comparison ran on.
-#[derive(Debug, Clone, Serialize)]
-pub struct Machine {
-    /// UTC date and time.
-    pub date: String,
-    /// Processors online (`nproc`).
-    pub nproc: usize,
-    /// `uname -r`.
-    pub kernel: String,
-    /// The CPU model.
-    pub cpu: String,
 }
 
 /// A comparison's results.
@@ -116,28 +112,29 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     };
     let mut results: Vec<TargetResult> = Vec::new();
     let mut running: Vec<(usize, Running)> = Vec::new();
-    for kind in &plan.targets {
+    for (kind, label, env) in variants(&plan.targets, &plan.env) {
+        let kind = &kind;
         let mut result = TargetResult {
-            target: kind.name().to_owned(),
+            target: label,
             medians: None,
             note: None,
             runs: Vec::new(),
             dir: None,
+            idle_rss_kib: None,
+            reloads: None,
             latencies: Latencies::new(),
         };
         if !kind.supports(workload.scenario) {
             result.note = Some(format!("no {} listener", workload.scenario.name()));
         } else {
-            let (kind, scenario, addrs, env) = (
-                *kind,
-                workload.scenario,
-                upstreams.addrs(),
-                plan.env.clone(),
-            );
+            let (kind, scenario, addrs, env) = (*kind, workload.scenario, upstreams.addrs(), env);
             match tokio::task::spawn_blocking(move || Running::start(kind, scenario, addrs, &env))
                 .await?
             {
-                Ok(target) => running.push((results.len(), target)),
+                Ok(target) => {
+                    result.idle_rss_kib = target.rss_kib();
+                    running.push((results.len(), target));
+                }
                 Err(e) => {
                     eprintln!("egress-loadtest: {}: {e}", kind.name());
                     result.note = Some(short_reason(&e.to_string()));
@@ -152,8 +149,9 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             let Some(addr) = target.address(workload.scenario) else {
                 continue;
             };
+            let label = results[*index].target.clone();
             let mut run = RunPlan {
-                label: target.kind.name().to_owned(),
+                label: label.clone(),
                 workload: workload.clone(),
                 target: addr,
                 direct: target.kind == TargetKind::Direct,
@@ -170,6 +168,10 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             run.duration = plan.duration;
             let before = target.cpu_time();
             let threads_before = target.thread_ticks();
+            let reloading = match (plan.reload_every, target.gateway_policy()) {
+                (Some(every), Some(policy)) => Some(Reloader::start(policy.clone(), every).await),
+                _ => None,
+            };
             let mut report = execute(&run).await?;
             if let (Some(before), Some(after)) = (before, target.cpu_time()) {
                 report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
@@ -181,11 +183,20 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                     report.proxy_threads.insert(name, spent as f64 / hz);
                 }
             }
+            // After the CPU readings: waiting for the last reloads is not the run's work.
+            if let Some(reloader) = reloading {
+                let done = reloader.finish().await;
+                let total = results[*index].reloads.get_or_insert_with(Reloads::default);
+                total.written += done.written;
+                total.applied += done.applied;
+                total.write_errors += done.write_errors;
+                total.errors_during += report.errors;
+            }
             eprintln!(
                 "[{}/{}] {:8} {:>9.0} req/s  p99 {:>8}  errors {}{}",
                 rep + 1,
                 plan.repetitions,
-                target.kind.name(),
+                label,
                 report.requests_per_s,
                 crate::histogram::format_micros(report.latency.p99_us),
                 report.errors,
@@ -225,6 +236,25 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
     })
 }
 
+/// The targets with the environment each starts in: with filler rules asked for, the
+/// gateway runs twice, with its plain policy (`gateway`, the reference of the ratios)
+/// and with the rules (`gateway+N rules`).
+pub fn variants(targets: &[TargetKind], env: &StartEnv) -> Vec<(TargetKind, String, StartEnv)> {
+    let mut out = Vec::new();
+    for kind in targets {
+        let plain = StartEnv {
+            policy_rules: 0,
+            ..env.clone()
+        };
+        out.push((*kind, kind.name().to_owned(), plain));
+        if *kind == TargetKind::Gateway && env.policy_rules > 0 {
+            let label = format!("{}+{} rules", kind.name(), env.policy_rules);
+            out.push((*kind, label, env.clone()));
+        }
+    }
+    out
+}
+
 /// The line of a start error worth a table cell: the proxy's last log line when there
 /// is one (`listener tls: protocol Tls is not supported yet`), else the first line.
 fn short_reason(text: &str) -> String {
@@ -239,33 +269,6 @@ fn short_reason(text: &str) -> String {
         None => first,
     };
     format!("not started: {}", line.replace('|', "/"))
-}
-
-/// Date, processors, kernel and CPU model of this machine.
-pub fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let nproc = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let cpu = cpuinfo
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    Machine {
-        date,
-        nproc,
-        kernel,
-        cpu,
-    }
 }
 
 impl Comparison {
@@ -300,6 +303,28 @@ impl Comparison {
             })
             .collect();
         out.push_str(&table::markdown(&rows));
+        out.push_str(&self.notes());
+        out
+    }
+
+    /// One line per target with its idle memory and the reloads it went through.
+    fn notes(&self) -> String {
+        let mut out = String::new();
+        for t in &self.targets {
+            let mut parts = Vec::new();
+            if let Some(kib) = t.idle_rss_kib {
+                parts.push(format!("RSS once listening {:.1} MiB", kib as f64 / 1024.0));
+            }
+            if let Some(r) = &t.reloads {
+                parts.push(r.describe());
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(out, "- {}: {}", t.target, parts.join("; "));
+            }
+        }
+        if !out.is_empty() {
+            out.insert(0, '\n');
+        }
         out
     }
 
@@ -325,5 +350,40 @@ impl Comparison {
             .collect();
         plot::write_svg(&svg, &self.workload, &series)?;
         Ok(vec![table, json, svg])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filler_rules_add_a_second_gateway_row_and_keep_the_plain_one() {
+        let env = StartEnv {
+            gateway_bin: "gw".into(),
+            proxy_cpus: None,
+            policy_rules: 100_000,
+        };
+        let v = variants(&[TargetKind::Gateway, TargetKind::Nginx], &env);
+        let rows: Vec<(&str, usize)> = v
+            .iter()
+            .map(|(_, l, e)| (l.as_str(), e.policy_rules))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("gateway", 0),
+                ("gateway+100000 rules", 100_000),
+                ("nginx", 0)
+            ]
+        );
+        let plain = variants(
+            &[TargetKind::Gateway],
+            &StartEnv {
+                policy_rules: 0,
+                ..env
+            },
+        );
+        assert_eq!(plain.len(), 1);
     }
 }

@@ -6,8 +6,8 @@ mod cli;
 use anyhow::Context as _;
 use clap::Parser;
 
-use cli::{Cli, CompareArgs, RunArgs, UpstreamArgs};
-use egress_loadtest::{compare, run, targets::StartEnv, upstream};
+use cli::{Cli, CompareArgs, IdleArgs, RunArgs, UpstreamArgs};
+use egress_loadtest::{compare, idle, run, targets::StartEnv, upstream};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
             Cli::Upstream(args) => serve_upstream(args).await,
             Cli::Run(args) => run_one(args).await,
             Cli::Compare(args) => compare_all(args, proxy_cpus, generator_cpus).await,
+            Cli::Idle(args) => idle_memory(args).await,
         }
     })
 }
@@ -116,9 +117,11 @@ async fn compare_all(
         env: StartEnv {
             gateway_bin: args.gateway,
             proxy_cpus,
+            policy_rules: args.policy_rules,
         },
         generator_cpus,
         keep_logs: args.keep_logs,
+        reload_every: args.reload_every,
     };
     let comparison = compare::compare(&plan).await?;
     let out = args.out.unwrap_or_else(|| {
@@ -138,6 +141,21 @@ async fn compare_all(
     }
     for file in files {
         eprintln!("wrote {}", file.display());
+    }
+    Ok(())
+}
+
+async fn idle_memory(args: IdleArgs) -> anyhow::Result<()> {
+    let env = StartEnv {
+        gateway_bin: args.gateway,
+        proxy_cpus: None,
+        policy_rules: 0,
+    };
+    let report = idle::measure(args.tunnels, args.settle, env).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.human());
     }
     Ok(())
 }

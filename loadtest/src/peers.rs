@@ -95,6 +95,20 @@ pub struct GatewayListeners {
     pub connect: bool,
 }
 
+impl GatewayListeners {
+    /// The names of the listeners declared, as [`gateway_policy`] names them.
+    pub fn names(self) -> Vec<&'static str> {
+        [
+            (self.http, "http"),
+            (self.tls, "tls"),
+            (self.connect, "connect"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
+}
+
 /// The gateway's policy: the same allowlist as the peers (only [`ALLOWED_HOST`], to the
 /// stub upstreams on loopback, so `allow_private`), deny by default, for the listeners
 /// asked for.

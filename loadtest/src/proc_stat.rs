@@ -127,6 +127,60 @@ pub fn threads(pid: u32) -> BTreeMap<String, u64> {
     by_name
 }
 
+/// The resident set size in KiB of a `/proc/PID/status` text (its `VmRSS:` line).
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line["VmRSS:".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The resident set size of `pid` in KiB; `None` when it has exited.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    parse_vm_rss(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// The soft and hard limits on open files of a `/proc/PID/limits` text.
+pub fn parse_nofile(limits: &str) -> Option<(u64, u64)> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let mut numbers = line["Max open files".len()..].split_whitespace();
+    let mut next = || -> Option<u64> {
+        match numbers.next()? {
+            "unlimited" => Some(u64::MAX),
+            n => n.parse().ok(),
+        }
+    };
+    Some((next()?, next()?))
+}
+
+/// Raises this process's soft limit on open files to its hard limit (with `prlimit`;
+/// the proxies it starts inherit it) and returns the limit now in force.
+pub fn raise_nofile() -> u64 {
+    let read = || {
+        std::fs::read_to_string("/proc/self/limits")
+            .ok()
+            .and_then(|t| parse_nofile(&t))
+    };
+    let Some((soft, hard)) = read() else {
+        return 1024;
+    };
+    if soft < hard {
+        let limit = if hard == u64::MAX {
+            "1048576".to_owned()
+        } else {
+            hard.to_string()
+        };
+        let _ = std::process::Command::new("prlimit")
+            .arg("--pid")
+            .arg(std::process::id().to_string())
+            .arg(format!("--nofile={limit}:{limit}"))
+            .status();
+    }
+    read().map_or(soft, |(soft, _)| soft)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +232,19 @@ mod tests {
         let mut t = tree(10, &stats);
         t.sort_unstable();
         assert_eq!(t, [10, 11, 12, 13]);
+    }
+
+    #[test]
+    fn resident_size_and_open_file_limits_parse() {
+        let status = "Name:\tegress-gateway\nVmPeak:\t  100 kB\nVmRSS:\t   12345 kB\n";
+        assert_eq!(parse_vm_rss(status), Some(12345));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(rss_kib(std::process::id()).unwrap() > 0);
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\nMax open files            1024                 20000                files\n";
+        assert_eq!(parse_nofile(limits), Some((1024, 20000)));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_nofile(unlimited), Some((u64::MAX, u64::MAX)));
     }
 
     #[test]

@@ -4,13 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Running, StartEnv, TargetError, TargetKind};
+use super::{GatewayPolicy, Running, StartEnv, TargetError, TargetKind};
 use crate::peers::{self, GatewayListeners};
+use crate::policy_load;
 use crate::scenario::{Listener, Scenario, ALLOWED_HOST, DENIED_HOST};
 
 impl Running {
     pub(super) fn command(
-        &self,
+        &mut self,
         scenario: Scenario,
         env: &StartEnv,
     ) -> Result<Command, TargetError> {
@@ -40,19 +41,28 @@ impl Running {
                     source,
                 })?;
                 let listener = scenario.listener();
-                let policy = peers::gateway_policy(
-                    &self.addresses,
-                    GatewayListeners {
-                        http: matches!(listener, Listener::Http | Listener::H2c),
-                        tls: listener == Listener::Tls,
-                        connect: listener == Listener::Connect,
-                    },
-                );
-                write("policies/policy.yaml", &policy)?;
+                let listeners = GatewayListeners {
+                    http: matches!(listener, Listener::Http | Listener::H2c),
+                    tls: listener == Listener::Tls,
+                    connect: listener == Listener::Connect,
+                };
+                let mut policy = peers::gateway_policy(&self.addresses, listeners);
+                let names = listeners.names();
+                policy.push_str(&policy_load::filler_rules(env.policy_rules, &names));
+                let path = write("policies/policy.yaml", &policy)?;
+                let admin = super::free_port();
+                self.policy = Some(GatewayPolicy {
+                    path,
+                    text: policy,
+                    listeners: names,
+                    admin,
+                });
                 let mut c = Command::new(&env.gateway_bin);
                 c.arg("--policies")
                     .arg(&policies)
-                    .args(["--admin-address", "127.0.0.1:0", "--audit-path"])
+                    .arg("--admin-address")
+                    .arg(admin.to_string())
+                    .arg("--audit-path")
                     .arg(dir.join("audit.log"))
                     .args(["--dns-server", "127.0.0.1:9", "--drain-timeout", "1s"])
                     .env("RUST_LOG", "warn");

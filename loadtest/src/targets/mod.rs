@@ -63,6 +63,21 @@ pub struct StartEnv {
     pub gateway_bin: PathBuf,
     /// CPUs for the proxy (`taskset -c`), e.g. `0`.
     pub proxy_cpus: Option<String>,
+    /// Filler rules added to the gateway's policy (see [`crate::policy_load`]).
+    pub policy_rules: usize,
+}
+
+/// The gateway's policy file as the tool wrote it, for reload tests to edit.
+#[derive(Debug, Clone)]
+pub struct GatewayPolicy {
+    /// `policies/policy.yaml` in the target's directory.
+    pub path: PathBuf,
+    /// Its text.
+    pub text: String,
+    /// The listeners its rules name.
+    pub listeners: Vec<&'static str>,
+    /// The admin listener (`/metrics`).
+    pub admin: SocketAddr,
 }
 
 /// Why a target did not start.
@@ -133,6 +148,7 @@ pub struct Running {
     child: Option<Child>,
     dir: tempfile::TempDir,
     ticks: u64,
+    policy: Option<GatewayPolicy>,
 }
 
 impl Running {
@@ -168,6 +184,7 @@ impl Running {
             child: None,
             dir,
             ticks: proc_stat::ticks_per_second(),
+            policy: None,
         };
         if kind == TargetKind::Direct {
             return Ok(running);
@@ -201,6 +218,16 @@ impl Running {
             Listener::Tls => a.tls,
             Listener::Connect => a.connect,
         })
+    }
+
+    /// The gateway's policy file and admin listener; `None` for the other targets.
+    pub fn gateway_policy(&self) -> Option<&GatewayPolicy> {
+        self.policy.as_ref()
+    }
+
+    /// Resident memory of the proxy's main process, KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        self.pid().and_then(proc_stat::rss_kib)
     }
 
     /// CPU time the proxy's processes used so far; `None` for the direct path.

@@ -4,19 +4,27 @@
 //! Both directions run in the connection's own task (no task per direction), so a
 //! tunnel ends as one unit: when either side fails, the timeout passes or the policy
 //! revokes it, the whole tunnel stops and both sockets close.
+//!
+//! An idle tunnel holds no copy buffer: a direction takes one from its thread's free
+//! list when it reads, keeps it while bytes flow, and gives it back as soon as a read
+//! would block with nothing left to write, so thousands of quiet tunnels cost their
+//! sockets and little else.
 
+use std::future::poll_fn;
 use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connections::{Entry, POLICY_REVOKED};
 
-/// Bytes read at once in each direction: one TLS record, so a record read whole is
-/// written whole; two of these per tunnel.
-const BUFFER_LEN: usize = 16 * 1024;
+mod buffers;
+
+use buffers::Buffer;
 
 /// How a tunnel is kept.
 #[derive(Debug, Clone, Copy)]
@@ -66,30 +74,11 @@ where
     D: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
 {
+    tokio::pin!(downstream, upstream);
     let base = Instant::now();
     let last_active = AtomicU64::new(0);
-    let (down_read, down_write) = tokio::io::split(downstream);
-    let (up_read, up_write) = tokio::io::split(upstream);
-    let to_upstream = pump(
-        down_read,
-        up_write,
-        Side::Downstream,
-        Side::Upstream,
-        &entry.bytes_received,
-        &last_active,
-        base,
-    );
-    let to_downstream = pump(
-        up_read,
-        down_write,
-        Side::Upstream,
-        Side::Downstream,
-        &entry.bytes_sent,
-        &last_active,
-        base,
-    );
-    tokio::pin!(to_upstream, to_downstream);
-    let (mut up_done, mut down_done) = (false, false);
+    let mut to_upstream = Direction::new(Side::Downstream, Side::Upstream);
+    let mut to_downstream = Direction::new(Side::Upstream, Side::Downstream);
 
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
@@ -102,21 +91,41 @@ where
     let mut ticks = tokio::time::interval_at(base + period, period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
+    let activity = Activity {
+        base,
+        last_active: &last_active,
+    };
     loop {
+        // Both directions in one future, since each one reads one stream and writes the
+        // other; it finishes when both are done or either fails.
+        let copying = poll_fn(|cx| {
+            let up = to_upstream.poll(
+                cx,
+                downstream.as_mut(),
+                upstream.as_mut(),
+                &entry.bytes_received,
+                activity,
+            );
+            let down = to_downstream.poll(
+                cx,
+                upstream.as_mut(),
+                downstream.as_mut(),
+                &entry.bytes_sent,
+                activity,
+            );
+            match (up, down) {
+                (Poll::Ready(Err(side)), _) | (_, Poll::Ready(Err(side))) => {
+                    Poll::Ready(Ending::from(side))
+                }
+                (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => Poll::Ready(Ending::Closed),
+                _ => Poll::Pending,
+            }
+        });
         tokio::select! {
             () = entry.revoked.cancelled() => {
                 return Ending::Revoked(entry.revoke_reason().unwrap_or(POLICY_REVOKED));
             }
-            done = &mut to_upstream, if !up_done => match done {
-                Ok(()) if down_done => return Ending::Closed,
-                Ok(()) => up_done = true,
-                Err(side) => return side.into(),
-            },
-            done = &mut to_downstream, if !down_done => match done {
-                Ok(()) if up_done => return Ending::Closed,
-                Ok(()) => down_done = true,
-                Err(side) => return side.into(),
-            },
+            ending = copying => return ending,
             () = &mut idle => {
                 let last = base + Duration::from_millis(last_active.load(Ordering::Relaxed));
                 let deadline = last + settings.idle_timeout;
@@ -130,34 +139,118 @@ where
     }
 }
 
-/// Copies one direction until its end of stream, which it passes on by shutting down
-/// the writer. `read_err` and `write_err` say which end each failure belongs to.
-async fn pump<R, W>(
-    mut from: R,
-    mut to: W,
+/// When the tunnel last moved a byte, in milliseconds since `base` (read by the idle
+/// timer).
+#[derive(Clone, Copy)]
+struct Activity<'a> {
+    base: Instant,
+    last_active: &'a AtomicU64,
+}
+
+impl Activity<'_> {
+    fn touch(self) {
+        let millis = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_active.store(millis, Ordering::Relaxed);
+    }
+}
+
+/// One direction's copy: the bytes read and not yet written, if any, and how far it got.
+struct Direction {
+    /// Held only from a read until its bytes are written and the next read would block.
+    held: Option<Held>,
+    /// The source ended its stream; what is held is written, then the writer shut down.
+    read_done: bool,
+    /// The whole direction is over: end of stream passed on.
+    done: bool,
+    /// Bytes were written since the last flush (a TLS writer may keep them otherwise).
+    need_flush: bool,
     read_err: fn(io::Error) -> Side,
     write_err: fn(io::Error) -> Side,
-    counter: &AtomicU64,
-    last_active: &AtomicU64,
-    base: Instant,
-) -> Result<(), Side>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut buf = vec![0u8; BUFFER_LEN];
-    loop {
-        let n = from.read(&mut buf).await.map_err(read_err)?;
-        if n == 0 {
-            // The peer may already be gone; its end is then reported by the other
-            // direction, so a failed shutdown is not an error of this one.
-            let _ = to.shutdown().await;
-            return Ok(());
+}
+
+/// A buffer with `buf[pos..cap]` still to write.
+struct Held {
+    buf: Buffer,
+    pos: usize,
+    cap: usize,
+}
+
+impl Direction {
+    fn new(read_err: fn(io::Error) -> Side, write_err: fn(io::Error) -> Side) -> Self {
+        Direction {
+            held: None,
+            read_done: false,
+            done: false,
+            need_flush: false,
+            read_err,
+            write_err,
         }
-        to.write_all(&buf[..n]).await.map_err(write_err)?;
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        let millis = u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_active.store(millis, Ordering::Relaxed);
+    }
+
+    /// Copies from `from` to `to` until `from` would block (Pending), its end of stream
+    /// is passed on (Ready(Ok)), or either fails. Ready(Ok) again once done.
+    fn poll<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut from: Pin<&mut R>,
+        mut to: Pin<&mut W>,
+        counter: &AtomicU64,
+        activity: Activity<'_>,
+    ) -> Poll<Result<(), Side>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        let (read_err, write_err) = (self.read_err, self.write_err);
+        loop {
+            if self.done {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(held) = &mut self.held {
+                while held.pos < held.cap {
+                    let n = ready!(to.as_mut().poll_write(cx, &held.buf[held.pos..held.cap]))
+                        .map_err(write_err)?;
+                    if n == 0 {
+                        return Poll::Ready(Err(write_err(io::ErrorKind::WriteZero.into())));
+                    }
+                    held.pos += n;
+                    self.need_flush = true;
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                    activity.touch();
+                }
+            }
+            if self.read_done {
+                self.held = None;
+                // The peer may already be gone; its end is then reported by the other
+                // direction, so a failed shutdown is not an error of this one.
+                let _ = ready!(to.as_mut().poll_shutdown(cx));
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            let held = self.held.get_or_insert_with(|| Held {
+                buf: Buffer::take(),
+                pos: 0,
+                cap: 0,
+            });
+            let mut read = ReadBuf::new(&mut held.buf);
+            match from.as_mut().poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) => {
+                    let n = read.filled().len();
+                    (held.pos, held.cap) = (0, n);
+                    self.read_done = n == 0;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(read_err(e))),
+                Poll::Pending => {
+                    // Nothing to write and nothing to read: the buffer goes back.
+                    self.held = None;
+                    if self.need_flush {
+                        ready!(to.as_mut().poll_flush(cx)).map_err(write_err)?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
     }
 }
 

@@ -157,3 +157,55 @@ async fn a_failing_side_ends_the_tunnel_and_is_named() {
     .unwrap();
     assert!(matches!(ending, Ending::Upstream(_)), "{ending:?}");
 }
+
+#[tokio::test]
+async fn a_quiet_tunnel_holds_no_buffer_and_a_blocked_one_keeps_its_bytes() {
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = pipes();
+    let relaying = relay(
+        downstream,
+        upstream,
+        reg.entry(),
+        settings(60_000, 0),
+        || {},
+    );
+    tokio::pin!(relaying);
+    // More than the upstream pipe holds while nobody reads it, so the relay waits on a
+    // full writer with bytes held.
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let blocked = async {
+        client.write_all(&payload[..100_000]).await.unwrap();
+        tokio::task::yield_now().await;
+        buffers::Buffer::held_here()
+    };
+    let held_while_blocked = tokio::select! {
+        ending = &mut relaying => panic!("ended: {ending:?}"),
+        held = blocked => held,
+    };
+    assert_eq!(held_while_blocked, 1);
+    let chat = async {
+        let (written, got) = tokio::join!(client.write_all(&payload[100_000..]), async {
+            let mut got = vec![0u8; payload.len()];
+            server.read_exact(&mut got).await.map(|_| got)
+        });
+        written.unwrap();
+        assert!(got.unwrap() == payload, "bytes changed on the way");
+        server.write_all(b"pong").await.unwrap();
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+    };
+    tokio::select! {
+        ending = &mut relaying => panic!("ended: {ending:?}"),
+        () = chat => {}
+    }
+    // Open, idle, and no copy buffer held in either direction.
+    assert_eq!(buffers::Buffer::held_here(), 0);
+    drop((client, server));
+    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap();
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert_eq!(reg.entry().bytes_received.load(Ordering::Relaxed), 300_000);
+    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+}

@@ -53,6 +53,12 @@ impl egress_admin::Control for GatewayControl {
     }
 
     fn metrics(&self) -> String {
+        // The watcher counts refused changes; bring the counter up to date at scrape.
+        let rejected = self.metrics.policy_reloads.with_label_values(&["rejected"]);
+        let refused = self.store.rejected();
+        if refused > rejected.get() {
+            rejected.inc_by(refused - rejected.get());
+        }
         self.metrics.render()
     }
 

@@ -100,6 +100,8 @@ pub struct PolicyStore {
     reloading: Mutex<()>,
     /// The last versions, the one in force last.
     versions: Mutex<Versions>,
+    /// Directory changes refused because the set did not compile.
+    rejected: std::sync::atomic::AtomicU64,
 }
 
 impl PolicyStore {
@@ -169,6 +171,7 @@ impl PolicyStore {
             version: watch::Sender::new(version),
             reloading: Mutex::new(()),
             versions: Mutex::new(versions),
+            rejected: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -204,6 +207,11 @@ impl PolicyStore {
     /// The policy directory (empty for a store made with [`from_policy`](Self::from_policy)).
     pub fn dir(&self) -> &Path {
         self.dir.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// How many changes of the directory were refused (the old policy kept serving).
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Reads and compiles the directory again and applies it; returns the version in
@@ -322,6 +330,8 @@ impl PolicyStore {
                 Ok((version, true)) => tracing::info!(version, %dir, "policy applied"),
                 Ok((_, false)) => {}
                 Err(errors) => {
+                    self.rejected
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let count = errors.0.len();
                     tracing::warn!(%dir, count, "policy change refused; the previous policy keeps serving");
                     for error in &errors.0 {

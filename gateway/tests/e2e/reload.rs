@@ -56,8 +56,26 @@ async fn an_invalid_edit_is_refused_and_the_old_policy_keeps_serving() {
         "policy.yaml",
         "defaults: {mode: allow}\nlisteners: [{name: http, port: 8080, protocol: http}]\nrules:\n  - {name: x, hosts: [a.com], ports: [70000]}\n",
     );
-    // A later valid file proves the watcher saw both changes in order.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The refusal is counted in the metrics: wait for it instead of sleeping.
+    let admin = s.gateway.admin_addr();
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = egress_testkit::http_get(admin, "admin", "/metrics")
+            .await
+            .unwrap();
+        if metrics
+            .body()
+            .contains("egress_policy_reloads_total{result=\"rejected\"} 1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the refused change is counted: {}",
+            metrics.body()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         s.gateway.policy_version(),
         version,

@@ -5,10 +5,14 @@
 //! tunnel ends as one unit: when either side fails, the timeout passes or the policy
 //! revokes it, the whole tunnel stops and both sockets close.
 //!
-//! An idle tunnel holds no copy buffer: a direction takes one from its thread's free
-//! list when it reads, keeps it while bytes flow, and gives it back as soon as a read
-//! would block with nothing left to write, so thousands of quiet tunnels cost their
-//! sockets and little else.
+//! Between two plain sockets the bytes never enter the gateway's memory: each
+//! direction splices them through a pipe in the kernel (Linux). Otherwise (a TLS
+//! session the listener terminated) they are copied through a buffer.
+//!
+//! An idle tunnel holds neither pipe nor buffer: a direction takes one from its
+//! thread's free list when it reads, keeps it while bytes flow, and gives it back as
+//! soon as a read would block with nothing left to write, so thousands of quiet tunnels
+//! cost their sockets and little else.
 
 use std::future::poll_fn;
 use std::io;
@@ -17,14 +21,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::connections::{Entry, POLICY_REVOKED};
 
 mod buffers;
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
 
-use buffers::Buffer;
+use copy::Copied;
 
 /// How a tunnel is kept.
 #[derive(Debug, Clone, Copy)]
@@ -68,18 +76,69 @@ pub async fn relay<D, U>(
     upstream: U,
     entry: &Entry,
     settings: Settings,
-    mut report: impl FnMut(),
+    report: impl FnMut(),
 ) -> Ending
 where
     D: AsyncRead + AsyncWrite,
     U: AsyncRead + AsyncWrite,
 {
     tokio::pin!(downstream, upstream);
+    let to_upstream = Direction::new(Copied::default(), Side::Downstream, Side::Upstream);
+    let to_downstream = Direction::new(Copied::default(), Side::Upstream, Side::Downstream);
+    run(
+        (downstream, upstream),
+        (to_upstream, to_downstream),
+        entry,
+        settings,
+        report,
+    )
+    .await
+}
+
+/// [`relay`] between two plain sockets: on Linux the bytes are spliced through a pipe
+/// in the kernel, never copied into the gateway; elsewhere they are copied.
+pub async fn relay_sockets(
+    downstream: TcpStream,
+    upstream: TcpStream,
+    entry: &Entry,
+    settings: Settings,
+    report: impl FnMut(),
+) -> Ending {
+    #[cfg(target_os = "linux")]
+    {
+        use splice::Spliced;
+        let (mut downstream, mut upstream) = (downstream, upstream);
+        let to_upstream = Direction::new(Spliced::default(), Side::Downstream, Side::Upstream);
+        let to_downstream = Direction::new(Spliced::default(), Side::Upstream, Side::Downstream);
+        run(
+            (Pin::new(&mut downstream), Pin::new(&mut upstream)),
+            (to_upstream, to_downstream),
+            entry,
+            settings,
+            report,
+        )
+        .await
+    }
+    #[cfg(not(target_os = "linux"))]
+    relay(downstream, upstream, entry, settings, report).await
+}
+
+/// The tunnel's loop around its two directions: revocation, the idle timer, reports.
+async fn run<D, U, SU, SD>(
+    (mut downstream, mut upstream): (Pin<&mut D>, Pin<&mut U>),
+    (mut to_upstream, mut to_downstream): (Direction<SU>, Direction<SD>),
+    entry: &Entry,
+    settings: Settings,
+    mut report: impl FnMut(),
+) -> Ending
+where
+    D: AsyncRead + AsyncWrite + ?Sized,
+    U: AsyncRead + AsyncWrite + ?Sized,
+    SU: Stage<D, U>,
+    SD: Stage<U, D>,
+{
     let base = Instant::now();
     let last_active = AtomicU64::new(0);
-    let mut to_upstream = Direction::new(Side::Downstream, Side::Upstream);
-    let mut to_downstream = Direction::new(Side::Upstream, Side::Downstream);
-
     let idle = tokio::time::sleep(settings.idle_timeout);
     tokio::pin!(idle);
     let reporting = !settings.report_every.is_zero();
@@ -154,10 +213,25 @@ impl Activity<'_> {
     }
 }
 
-/// One direction's copy: the bytes read and not yet written, if any, and how far it got.
-struct Direction {
-    /// Held only from a read until its bytes are written and the next read would block.
-    held: Option<Held>,
+/// Where one direction keeps the bytes it has read from `R` and not yet written to `W`:
+/// a buffer, or a pipe in the kernel.
+trait Stage<R: ?Sized, W: ?Sized> {
+    /// Bytes read and not yet written.
+    fn held(&self) -> usize;
+
+    /// Reads into the stage, which holds nothing: Ready(Ok(0)) at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, from: Pin<&mut R>) -> Poll<io::Result<usize>>;
+
+    /// Writes some of what the stage holds: Ready(Ok(bytes written)).
+    fn poll_drain(&mut self, cx: &mut Context<'_>, to: Pin<&mut W>) -> Poll<io::Result<usize>>;
+
+    /// Gives back the buffer or pipe the stage took; called when it holds nothing.
+    fn release(&mut self);
+}
+
+/// One direction's copy: its stage, and how far it got.
+struct Direction<S> {
+    stage: S,
     /// The source ended its stream; what is held is written, then the writer shut down.
     read_done: bool,
     /// The whole direction is over: end of stream passed on.
@@ -168,17 +242,10 @@ struct Direction {
     write_err: fn(io::Error) -> Side,
 }
 
-/// A buffer with `buf[pos..cap]` still to write.
-struct Held {
-    buf: Buffer,
-    pos: usize,
-    cap: usize,
-}
-
-impl Direction {
-    fn new(read_err: fn(io::Error) -> Side, write_err: fn(io::Error) -> Side) -> Self {
+impl<S> Direction<S> {
+    fn new(stage: S, read_err: fn(io::Error) -> Side, write_err: fn(io::Error) -> Side) -> Self {
         Direction {
-            held: None,
+            stage,
             read_done: false,
             done: false,
             need_flush: false,
@@ -200,49 +267,36 @@ impl Direction {
     where
         R: AsyncRead + ?Sized,
         W: AsyncWrite + ?Sized,
+        S: Stage<R, W>,
     {
         let (read_err, write_err) = (self.read_err, self.write_err);
         loop {
             if self.done {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(held) = &mut self.held {
-                while held.pos < held.cap {
-                    let n = ready!(to.as_mut().poll_write(cx, &held.buf[held.pos..held.cap]))
-                        .map_err(write_err)?;
-                    if n == 0 {
-                        return Poll::Ready(Err(write_err(io::ErrorKind::WriteZero.into())));
-                    }
-                    held.pos += n;
-                    self.need_flush = true;
-                    counter.fetch_add(n as u64, Ordering::Relaxed);
-                    activity.touch();
+            while self.stage.held() > 0 {
+                let n = ready!(self.stage.poll_drain(cx, to.as_mut())).map_err(write_err)?;
+                if n == 0 {
+                    return Poll::Ready(Err(write_err(io::ErrorKind::WriteZero.into())));
                 }
+                self.need_flush = true;
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+                activity.touch();
             }
             if self.read_done {
-                self.held = None;
+                self.stage.release();
                 // The peer may already be gone; its end is then reported by the other
                 // direction, so a failed shutdown is not an error of this one.
                 let _ = ready!(to.as_mut().poll_shutdown(cx));
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }
-            let held = self.held.get_or_insert_with(|| Held {
-                buf: Buffer::take(),
-                pos: 0,
-                cap: 0,
-            });
-            let mut read = ReadBuf::new(&mut held.buf);
-            match from.as_mut().poll_read(cx, &mut read) {
-                Poll::Ready(Ok(())) => {
-                    let n = read.filled().len();
-                    (held.pos, held.cap) = (0, n);
-                    self.read_done = n == 0;
-                }
+            match self.stage.poll_fill(cx, from.as_mut()) {
+                Poll::Ready(Ok(n)) => self.read_done = n == 0,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(read_err(e))),
                 Poll::Pending => {
-                    // Nothing to write and nothing to read: the buffer goes back.
-                    self.held = None;
+                    // Nothing to write and nothing to read: the buffer or pipe goes back.
+                    self.stage.release();
                     if self.need_flush {
                         ready!(to.as_mut().poll_flush(cx)).map_err(write_err)?;
                         self.need_flush = false;
@@ -263,5 +317,7 @@ impl From<Side> for Ending {
     }
 }
 
+#[cfg(test)]
+mod splice_tests;
 #[cfg(test)]
 mod tests;

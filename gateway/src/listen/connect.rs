@@ -3,15 +3,18 @@
 //! relayed as a tunnel; absolute-form requests (`GET http://host/path`) are served by
 //! the `http` listener's request path.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use ::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::activity::Tracked;
@@ -219,23 +222,63 @@ async fn run(
     active.dec();
 }
 
-/// The client's side of a tunnel.
-type ClientIo = Box<dyn ClientStream>;
+/// The client's side of a tunnel: its own connection back from hyper (spliced to the
+/// upstream when plain), or hyper's stream when it could not be unwrapped.
+enum ClientIo {
+    Socket(Downstream),
+    Upgraded(TokioIo<Upgraded>),
+}
 
-trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
-
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
-
-/// The client's socket back from hyper, and the bytes hyper read past the CONNECT head
-/// (a client may send its ClientHello without waiting for the 200). The socket leaves
-/// the HTTP connection's wrapper, whose lingering close would read tunnel bytes away.
+/// The client's socket back from hyper, and the bytes read past the CONNECT head (a
+/// client may send its ClientHello without waiting for the 200): hyper's read buffer,
+/// then what the preface sniff read and hyper did not. The socket leaves the HTTP
+/// connection's wrapper, whose lingering close would read tunnel bytes away.
 fn client_side(upgraded: Upgraded) -> (ClientIo, Vec<u8>) {
     match upgraded.downcast::<TokioIo<Tracked<Rewind<Downstream>>>>() {
-        Ok(parts) => (
-            Box::new(parts.io.into_inner().into_inner()),
-            parts.read_buf.to_vec(),
-        ),
-        Err(upgraded) => (Box::new(TokioIo::new(upgraded)), Vec::new()),
+        Ok(parts) => {
+            let (unread, socket) = parts.io.into_inner().into_inner().into_parts();
+            let mut early = parts.read_buf.to_vec();
+            early.extend_from_slice(&unread);
+            (ClientIo::Socket(socket), early)
+        }
+        Err(upgraded) => (ClientIo::Upgraded(TokioIo::new(upgraded)), Vec::new()),
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            ClientIo::Socket($s) => $e,
+            ClientIo::Upgraded($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for ClientIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for ClientIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
     }
 }
 
@@ -269,10 +312,13 @@ async fn relay(
         report_every: ctx.audit_flush_interval,
     };
     let auditor = &ctx.recording.auditor;
-    let ending = crate::relay::relay(client, upstream, entry, settings, || {
-        auditor.record(&super::tunnel::interim_record(recorder, entry));
-    })
-    .await;
+    let report = || auditor.record(&super::tunnel::interim_record(recorder, entry));
+    let ending = match client {
+        ClientIo::Socket(socket) => {
+            super::tunnel::carry(socket, upstream, entry, settings, report).await
+        }
+        ClientIo::Upgraded(io) => crate::relay::relay(io, upstream, entry, settings, report).await,
+    };
     match ending {
         crate::relay::Ending::Closed => End::Closed,
         crate::relay::Ending::IdleTimeout => End::IdleTimeout,

@@ -5,10 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::{Accepted, Context};
+use super::{Accepted, Context, Downstream};
 use crate::audit::{AuditRecord, Recorder, ResponseFlags};
 use crate::connections::{Entry, Kind, Registration};
 use crate::egress::{Destination, Judged};
@@ -142,10 +142,7 @@ impl Tunnel {
 
     /// Writes `first` (bytes already read from the client, e.g. its ClientHello) to the
     /// upstream, then relays until the tunnel ends, and writes the final line.
-    pub async fn relay<D>(mut self, downstream: D, mut upstream: Connected, first: &[u8])
-    where
-        D: AsyncRead + AsyncWrite,
-    {
+    pub async fn relay(mut self, downstream: Downstream, mut upstream: Connected, first: &[u8]) {
         if let Err(e) = upstream.stream.write_all(first).await {
             self.end(Ending::Upstream(e));
             return;
@@ -162,7 +159,7 @@ impl Tunnel {
         } = &mut self;
         let entry = registration.entry();
         let auditor = &ctx.recording.auditor;
-        let ending = relay::relay(downstream, upstream.stream, entry, settings, || {
+        let ending = carry(downstream, upstream.stream, entry, settings, || {
             auditor.record(&interim_record(recorder, entry));
         })
         .await;
@@ -204,6 +201,23 @@ impl Tunnel {
         record.bytes_received = received;
         record.bytes_sent = sent;
         self.recorder.finish();
+    }
+}
+
+/// Relays a tunnel: spliced in the kernel when the client's side is a plain socket,
+/// copied through the gateway when the listener terminated its TLS.
+pub(super) async fn carry(
+    downstream: Downstream,
+    upstream: TcpStream,
+    entry: &Entry,
+    settings: Settings,
+    report: impl FnMut(),
+) -> Ending {
+    match downstream {
+        Downstream::Plain(socket) => {
+            relay::relay_sockets(socket, upstream, entry, settings, report).await
+        }
+        terminated => relay::relay(terminated, upstream, entry, settings, report).await,
     }
 }
 

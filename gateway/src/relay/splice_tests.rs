@@ -1,0 +1,166 @@
+//! Tests of the spliced relay over loopback sockets: bytes intact both ways, half-close,
+//! pipes held only while bytes wait, and a reset named on its side.
+
+#![cfg(target_os = "linux")]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::splice::Pipe;
+use super::*;
+use crate::connections::{Connections, Kind, Registration};
+use crate::source::Source;
+
+fn registration() -> Registration {
+    Connections::new().register(
+        "tcp".into(),
+        Source::from_addr("10.0.0.1:4000".parse().unwrap()),
+        "127.0.0.1:8443".parse().unwrap(),
+        Kind::Tunnel,
+    )
+}
+
+fn settings() -> Settings {
+    Settings {
+        idle_timeout: Duration::from_secs(60),
+        report_every: Duration::ZERO,
+    }
+}
+
+/// Two connected loopback sockets with small kernel buffers, so that a reader that
+/// stops reading soon blocks its writer: (the outside end, the gateway's end).
+async fn socket_pair() -> (TcpStream, TcpStream) {
+    let small = |socket: &TcpSocket| {
+        socket.set_recv_buffer_size(32 * 1024).unwrap();
+        socket.set_send_buffer_size(32 * 1024).unwrap();
+    };
+    let listening = TcpSocket::new_v4().unwrap();
+    small(&listening);
+    listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = listening.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let outside = TcpSocket::new_v4().unwrap();
+    small(&outside);
+    let (outside, accepted) = tokio::join!(outside.connect(addr), listener.accept());
+    (outside.unwrap(), accepted.unwrap().0)
+}
+
+/// (client, gateway's downstream, gateway's upstream, server).
+async fn tunnel_sockets() -> (TcpStream, TcpStream, TcpStream, TcpStream) {
+    let (client, downstream) = socket_pair().await;
+    let (server, upstream) = socket_pair().await;
+    (client, downstream, upstream, server)
+}
+
+#[tokio::test]
+async fn spliced_bytes_arrive_intact_both_ways_with_half_close() {
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = tunnel_sockets().await;
+    // More than a pipe holds, in both directions at once.
+    let request: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let response: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
+    let client_side = async {
+        let (mut read, mut write) = client.split();
+        let sending = async {
+            write.write_all(&request).await.unwrap();
+            write.shutdown().await.unwrap();
+        };
+        let mut got = Vec::new();
+        let ((), read) = tokio::join!(sending, read.read_to_end(&mut got));
+        read.unwrap();
+        got
+    };
+    let server_side = async {
+        let (mut read, mut write) = server.split();
+        let mut got = Vec::new();
+        read.read_to_end(&mut got).await.unwrap();
+        // The request's end reached the server; the answer still flows after it.
+        write.write_all(&response).await.unwrap();
+        write.shutdown().await.unwrap();
+        got
+    };
+    let (ending, at_client, at_server) = tokio::join!(
+        relay_sockets(downstream, upstream, reg.entry(), settings(), || {}),
+        client_side,
+        server_side
+    );
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert!(at_server == request, "request changed on the way");
+    assert!(at_client == response, "response changed on the way");
+    assert_eq!(
+        reg.entry().bytes_received.load(Ordering::Relaxed),
+        3_000_000
+    );
+    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 2_500_000);
+    assert_eq!(Pipe::held_here(), 0);
+}
+
+#[tokio::test]
+async fn a_blocked_direction_keeps_its_pipe_and_a_quiet_tunnel_holds_none() {
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = tunnel_sockets().await;
+    let relaying = relay_sockets(downstream, upstream, reg.entry(), settings(), || {});
+    tokio::pin!(relaying);
+    // Far more than the sockets' and the pipe's buffers while the server reads nothing:
+    // the writer blocks, and the relay waits on the upstream with bytes in its pipe.
+    let payload: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let (mut client_read, mut client_write) = client.split();
+    let writing = client_write.write_all(&payload);
+    tokio::pin!(writing);
+    let blocked = tokio::select! {
+        ending = &mut relaying => panic!("ended: {ending:?}"),
+        _ = &mut writing => panic!("8 MB went into sockets nobody reads"),
+        () = tokio::time::sleep(Duration::from_millis(300)) => Pipe::held_here(),
+    };
+    assert_eq!(
+        blocked, 1,
+        "the blocked direction holds one pipe, the quiet one none"
+    );
+    let chat = async {
+        let mut got = vec![0u8; payload.len()];
+        let (written, read) = tokio::join!(&mut writing, server.read_exact(&mut got));
+        written.unwrap();
+        read.unwrap();
+        assert!(got == payload, "bytes changed on the way");
+        server.write_all(b"pong").await.unwrap();
+        let mut pong = [0u8; 4];
+        client_read.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+    };
+    tokio::select! {
+        ending = &mut relaying => panic!("ended: {ending:?}"),
+        () = chat => {}
+    }
+    // Open, idle, and no pipe held in either direction.
+    assert_eq!(Pipe::held_here(), 0);
+    drop((client, server));
+    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap();
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert_eq!(
+        reg.entry().bytes_received.load(Ordering::Relaxed),
+        8_000_000
+    );
+    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+}
+
+#[tokio::test]
+async fn an_upstream_reset_ends_the_tunnel_as_the_upstreams_failure() {
+    let reg = registration();
+    let (mut client, downstream, upstream, server) = tunnel_sockets().await;
+    client.write_all(b"hello").await.unwrap();
+    // A zero linger turns the close into a reset.
+    TcpSocket::from_std_stream(server.into_std().unwrap())
+        .set_zero_linger()
+        .unwrap();
+    let ending = tokio::time::timeout(
+        Duration::from_secs(5),
+        relay_sockets(downstream, upstream, reg.entry(), settings(), || {}),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(ending, Ending::Upstream(_)), "{ending:?}");
+}

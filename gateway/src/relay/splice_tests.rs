@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::buffers::Buffer;
 use super::splice::Pipe;
 use super::*;
 use crate::connections::{Connections, Kind, Registration};
@@ -133,8 +134,8 @@ async fn a_blocked_direction_keeps_its_pipe_and_a_quiet_tunnel_holds_none() {
         ending = &mut relaying => panic!("ended: {ending:?}"),
         () = chat => {}
     }
-    // Open, idle, and no pipe held in either direction.
-    assert_eq!(Pipe::held_here(), 0);
+    // Open, idle, and no pipe or buffer held in either direction.
+    assert_eq!(Pipe::held_here() + Buffer::held_here(), 0);
     drop((client, server));
     let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
         .await

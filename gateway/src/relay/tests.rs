@@ -175,7 +175,12 @@ async fn a_quiet_tunnel_holds_no_buffer_and_a_blocked_one_keeps_its_bytes() {
     let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let blocked = async {
         client.write_all(&payload[..100_000]).await.unwrap();
-        tokio::task::yield_now().await;
+        // The relay moves what it can until the upstream pipe is full, then holds a
+        // buffer with bytes in it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while buffers::Buffer::held_here() != 1 && Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
         buffers::Buffer::held_here()
     };
     let held_while_blocked = tokio::select! {

@@ -103,7 +103,14 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     }
     recorder.capture_request_headers(req.headers());
     if req.method() == Method::CONNECT && conn.accepted.spec.protocol == Protocol::Connect {
-        let response = super::connect::tunnel(&conn.ctx, &conn.accepted, req, recorder).await;
+        // Boxed so that the tunnel's large future does not size every request's.
+        let response = Box::pin(super::connect::tunnel(
+            &conn.ctx,
+            &conn.accepted,
+            req,
+            recorder,
+        ))
+        .await;
         return response.map(|body| body.with_in_flight(in_flight));
     }
     let body_failed = Arc::new(AtomicBool::new(false));

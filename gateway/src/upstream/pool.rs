@@ -208,7 +208,9 @@ impl Pool {
                 Err(Retry::Failed(e)) => return Err(e),
             }
         }
-        let (conn, endpoints) = self.open(addrs, connect_timeout, transport).await?;
+        // Boxed: opening (connect, TLS, handshake) is a large future, and every request's
+        // future is as large as its largest branch, copied whole as hyper stores it.
+        let (conn, endpoints) = Box::pin(self.open(addrs, connect_timeout, transport)).await?;
         let key = Key::new(endpoints.peer, transport);
         if let Conn::Http2(sender) = &conn {
             self.share(key.clone(), sender, endpoints);

@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
@@ -37,7 +36,6 @@ pub struct Activity {
     framing: AtomicU8,
     since_micros: AtomicU64,
     in_flight: AtomicUsize,
-    changed: Notify,
 }
 
 impl Activity {
@@ -49,20 +47,15 @@ impl Activity {
             framing: AtomicU8::new(0),
             since_micros: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            changed: Notify::new(),
         })
     }
 
-    /// Moves to `state`. Only the start of a head wakes the connection's timer loop
-    /// (the header timeout must be armed at once); other changes are seen when its
-    /// timer next fires, which is never later than a header timeout away.
+    /// Moves to `state`. Nothing is woken: the connection's timer checks the phase at
+    /// least every header timeout, and a head's timeout counts from the time kept here.
     fn set(&self, state: u8) {
         let micros = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.since_micros.store(micros, Ordering::Relaxed);
         self.state.store(state, Ordering::Release);
-        if state == HEAD {
-            self.changed.notify_one();
-        }
     }
 
     /// The current phase.
@@ -73,11 +66,6 @@ impl Activity {
             HEAD => Phase::Head(since),
             _ => Phase::Request,
         }
-    }
-
-    /// Resolves when the phase changes.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
     }
 
     /// Whether a request is being served now.

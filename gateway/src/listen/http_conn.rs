@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -66,6 +67,9 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
+        // The header timeout is this loop's (one timer per connection): hyper's own
+        // would arm and cancel a timer for every request.
+        .header_read_timeout(None)
         .max_header_size(ctx.limits.max_header_bytes)
         .max_buf_size(ctx.limits.max_header_bytes.max(64 * 1024) + 16 * 1024)
         .keep_alive(true)
@@ -75,23 +79,18 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
 
     let limits = &ctx.limits;
     let mut draining = false;
-    // One timer and one drain future for the connection's life, re-armed rather than
-    // re-created: the loop runs once per request, so this is hot.
+    // One timer and one drain future for the connection's life. No phase change wakes
+    // this loop: the timer checks back at least every header timeout, so a head that
+    // starts meanwhile is still cut a header timeout after its first byte, and a busy
+    // connection runs the loop once per header timeout instead of once per request.
     let drain = ctx.drain.cancelled();
     tokio::pin!(drain);
-    let timer = tokio::time::sleep(limits.idle_timeout);
+    let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
     let result = loop {
-        // While a request is served, check back a header timeout later: the end of a
-        // request does not wake this loop, the next head does.
-        let deadline = match activity.phase() {
-            Phase::Head(since) => since + limits.header_timeout,
-            Phase::Idle(since) => since + limits.idle_timeout,
-            Phase::Request => std::time::Instant::now() + limits.header_timeout,
-        };
-        let deadline = tokio::time::Instant::from_std(deadline);
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
+        let timer_at = check_back(activity.phase(), limits.header_timeout, limits.idle_timeout);
+        if timer.deadline() != timer_at {
+            timer.as_mut().reset(timer_at);
         }
         tokio::select! {
             result = &mut served => break result,
@@ -99,7 +98,6 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
-            () = activity.changed() => {}
             () = &mut timer => match activity.phase() {
                 Phase::Head(since) if since.elapsed() >= limits.header_timeout => {
                     audit_connection_failure(&conn, 0, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "request_header_timeout");
@@ -136,21 +134,19 @@ pub(super) async fn serve_http2(conn: Arc<Conn>, io: Rewind<Downstream>) {
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(served);
 
-    let idle_timeout = ctx.limits.idle_timeout;
+    let limits = &ctx.limits;
     let mut draining = false;
+    // As for HTTP/1.1, the timer checks back at least every header timeout: the end of
+    // the last stream does not wake this loop.
+    let timer = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(timer);
     loop {
         // No Tracked socket here: HTTP/2 frames (pings, window updates, settings) arrive
         // between requests, so the phase is only idle or serving.
-        let idle_since = match activity.phase() {
-            Phase::Idle(since) => Some(since),
-            Phase::Head(_) | Phase::Request => None,
-        };
-        let sleep = async {
-            match idle_since {
-                Some(since) => tokio::time::sleep_until((since + idle_timeout).into()).await,
-                None => std::future::pending().await,
-            }
-        };
+        let timer_at = check_back(activity.phase(), limits.header_timeout, limits.idle_timeout);
+        if timer.deadline() != timer_at {
+            timer.as_mut().reset(timer_at);
+        }
         tokio::select! {
             result = &mut served => {
                 if let Err(e) = result {
@@ -162,14 +158,26 @@ pub(super) async fn serve_http2(conn: Arc<Conn>, io: Rewind<Downstream>) {
                 draining = true;
                 served.as_mut().graceful_shutdown();
             }
-            () = activity.changed() => {}
-            () = sleep => {
-                if matches!(activity.phase(), Phase::Idle(since) if since.elapsed() >= idle_timeout) {
+            () = &mut timer => {
+                if matches!(activity.phase(), Phase::Idle(since) if since.elapsed() >= limits.idle_timeout) {
                     return;
                 }
             }
         }
     }
+}
+
+/// When a connection's timer should next fire in `phase`: at the end of a head's
+/// timeout, at the end of the idle timeout, and never later than `check_every` from now
+/// (the phase may change without waking the connection's loop).
+fn check_back(phase: Phase, check_every: Duration, idle_timeout: Duration) -> tokio::time::Instant {
+    let latest = std::time::Instant::now() + check_every;
+    let at = match phase {
+        Phase::Head(since) => (since + check_every).min(latest),
+        Phase::Idle(since) => (since + idle_timeout).min(latest),
+        Phase::Request => latest,
+    };
+    tokio::time::Instant::from_std(at)
 }
 
 /// hyper answered (or closed) the connection itself: a head it could not parse, too

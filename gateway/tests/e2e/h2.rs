@@ -201,6 +201,55 @@ async fn an_h2c_connection_resting_past_the_header_timeout_stays_open() {
     assert_eq!(upstream.request_count(), 2);
 }
 
+/// A keep-alive connection that served a request longer than the idle timeout, and
+/// then rests past it, is closed, in either HTTP version: the idle time counts from the
+/// end of the request, and the end of a request wakes nothing.
+async fn idle_close_after_a_request(h2: bool) {
+    let upstream = StubUpstream::start().await;
+    let dns = TestDns::start().await;
+    dns.set("api.example.com", [LOOPBACK]);
+    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
+        .dns(vec![dns.addr()])
+        .configure(|c| {
+            c.limits.header_timeout = Duration::from_millis(200);
+            c.limits.idle_timeout = Duration::from_millis(700);
+        })
+        .start()
+        .await;
+    let authority = format!("api.example.com:{}", upstream.port());
+    let addr = gateway.addr("http");
+    let mut client = if h2 {
+        KeepAliveClient::connect_h2(addr).await.unwrap()
+    } else {
+        KeepAliveClient::connect(addr).await.unwrap()
+    };
+    let headers = [("host", authority.as_str())];
+    let first = client
+        .request(http::Method::GET, "/delay/1", &headers, "")
+        .await
+        .unwrap();
+    assert_eq!(first.status, 200);
+    let rested = Instant::now();
+    let closed =
+        egress_testkit::wait::wait_until(Duration::from_secs(5), || client.is_closed()).await;
+    assert!(closed, "the idle connection was never closed");
+    let after = rested.elapsed();
+    assert!(
+        after >= Duration::from_millis(600),
+        "closed after {after:?}, before the idle timeout"
+    );
+}
+
+#[tokio::test]
+async fn an_http1_connection_is_closed_after_the_idle_timeout_that_follows_a_request() {
+    idle_close_after_a_request(false).await;
+}
+
+#[tokio::test]
+async fn an_h2c_connection_is_closed_after_the_idle_timeout_that_follows_its_last_stream() {
+    idle_close_after_a_request(true).await;
+}
+
 #[tokio::test]
 async fn a_preface_cut_short_is_cut_at_the_header_timeout() {
     let (gateway, _upstream, _dns) = short_header_timeout().await;

@@ -135,33 +135,26 @@ impl Stage<TcpStream, TcpStream> for Spliced {
         if let Some(copied) = &mut self.copied {
             return Stage::<TcpStream, TcpStream>::poll_fill(copied, cx, from);
         }
-        loop {
-            ready!(from.poll_read_ready(cx))?;
-            let pipe = match &mut self.pipe {
-                Some(pipe) => pipe,
-                None => match Pipe::take() {
-                    Ok(pipe) => self.pipe.insert(pipe),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "no pipe for a tunnel; copying its bytes");
-                        let copied = self.copied.insert(Copied::default());
-                        return Stage::<TcpStream, TcpStream>::poll_fill(copied, cx, from);
-                    }
-                },
-            };
-            let fds = pipe.fds()?;
-            // The pipe is empty, so a splice that would block waits on the socket alone.
-            let spliced = from.try_io(Interest::READABLE, || {
-                splice(&*from, None, &fds.write, None, fds.capacity, FLAGS).map_err(Into::into)
-            });
-            match spliced {
-                Ok(n) => {
-                    self.held = n;
-                    return Poll::Ready(Ok(n));
+        // A quiet direction takes no pipe: only once the socket has bytes.
+        ready!(from.poll_read_ready(cx))?;
+        let pipe = match &mut self.pipe {
+            Some(pipe) => pipe,
+            None => match Pipe::take() {
+                Ok(pipe) => self.pipe.insert(pipe),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no pipe for a tunnel; copying its bytes");
+                    let copied = self.copied.insert(Copied::default());
+                    return Stage::<TcpStream, TcpStream>::poll_fill(copied, cx, from);
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+            },
+        };
+        let fds = pipe.fds()?;
+        // The pipe is empty, so a splice that would block waits on the socket alone.
+        let n = ready!(poll_splice(&from, Interest::READABLE, cx, || {
+            splice(&*from, None, &fds.write, None, fds.capacity, FLAGS)
+        }))?;
+        self.held = n;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_drain(
@@ -177,21 +170,12 @@ impl Stage<TcpStream, TcpStream> for Spliced {
         };
         let fds = pipe.fds()?;
         let held = self.held;
-        loop {
-            ready!(to.poll_write_ready(cx))?;
-            // The pipe holds bytes, so a splice that would block waits on the socket.
-            let spliced = to.try_io(Interest::WRITABLE, || {
-                splice(&fds.read, None, &*to, None, held, FLAGS).map_err(Into::into)
-            });
-            match spliced {
-                Ok(n) => {
-                    self.held -= n;
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
+        // The pipe holds bytes, so a splice that would block waits on the socket alone.
+        let n = ready!(poll_splice(&to, Interest::WRITABLE, cx, || {
+            splice(&fds.read, None, &*to, None, held, FLAGS)
+        }))?;
+        self.held -= n;
+        Poll::Ready(Ok(n))
     }
 
     fn release(&mut self) {
@@ -202,6 +186,28 @@ impl Stage<TcpStream, TcpStream> for Spliced {
             if let Some(mut pipe) = self.pipe.take() {
                 pipe.empty = true;
             }
+        }
+    }
+}
+
+/// Waits until `socket` is ready for `interest`, then splices; a splice that would
+/// block clears that readiness and waits again.
+fn poll_splice(
+    socket: &TcpStream,
+    interest: Interest,
+    cx: &mut Context<'_>,
+    mut splice: impl FnMut() -> rustix::io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        let ready = if interest.is_readable() {
+            socket.poll_read_ready(cx)
+        } else {
+            socket.poll_write_ready(cx)
+        };
+        ready!(ready)?;
+        match socket.try_io(interest, || splice().map_err(io::Error::from)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            done => return Poll::Ready(done),
         }
     }
 }

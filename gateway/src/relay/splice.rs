@@ -46,6 +46,8 @@ thread_local! {
 thread_local! {
     /// Pipes taken on this thread and not dropped yet, for the tests.
     static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// New pipes fail on this thread as when descriptors run out, for the tests.
+    static REFUSED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A pipe taken for one direction: back on its thread's free list when dropped empty,
@@ -58,6 +60,10 @@ pub(super) struct Pipe {
 impl Pipe {
     /// One from the free list, or a new one when it is empty.
     fn take() -> io::Result<Pipe> {
+        #[cfg(test)]
+        if REFUSED.with(std::cell::Cell::get) {
+            return Err(io::Error::from_raw_os_error(24)); // EMFILE
+        }
         let reused = FREE.try_with(|free| free.borrow_mut().pop()).ok().flatten();
         let fds = match reused {
             Some(fds) => fds,
@@ -83,6 +89,12 @@ impl Pipe {
     #[cfg(test)]
     pub(super) fn held_here() -> usize {
         HELD.with(std::cell::Cell::get)
+    }
+
+    /// Makes every new pipe on this thread fail, as when descriptors run out.
+    #[cfg(test)]
+    pub(super) fn refuse_here() {
+        REFUSED.with(|refused| refused.set(true));
     }
 
     fn fds(&self) -> io::Result<&Fds> {

@@ -165,3 +165,39 @@ async fn an_upstream_reset_ends_the_tunnel_as_the_upstreams_failure() {
     .unwrap();
     assert!(matches!(ending, Ending::Upstream(_)), "{ending:?}");
 }
+
+#[tokio::test]
+async fn without_pipes_the_bytes_are_copied_instead() {
+    Pipe::refuse_here();
+    let reg = registration();
+    let (mut client, downstream, upstream, mut server) = tunnel_sockets().await;
+    let relaying = relay_sockets(downstream, upstream, reg.entry(), settings(), || {});
+    tokio::pin!(relaying);
+    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let chat = async {
+        let mut got = vec![0u8; payload.len()];
+        let (written, read) = tokio::join!(client.write_all(&payload), server.read_exact(&mut got));
+        written.unwrap();
+        read.unwrap();
+        assert!(got == payload, "bytes changed on the way");
+        server.write_all(b"pong").await.unwrap();
+        let mut pong = [0u8; 4];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"pong");
+    };
+    tokio::select! {
+        ending = &mut relaying => panic!("ended: {ending:?}"),
+        () = chat => {}
+    }
+    assert_eq!(Pipe::held_here(), 0, "a refused pipe was counted as held");
+    drop((client, server));
+    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap();
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert_eq!(
+        reg.entry().bytes_received.load(Ordering::Relaxed),
+        1_000_000
+    );
+    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+}

@@ -4,6 +4,8 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::Version;
 
+use crate::wire::host::Host;
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 fn is_hop_by_hop(name: &str) -> bool {
     matches!(
@@ -82,5 +84,43 @@ pub(super) fn protocol_name(version: Version) -> &'static str {
         Version::HTTP_2 => "HTTP/2",
         Version::HTTP_3 => "HTTP/3",
         _ => "HTTP/1.1",
+    }
+}
+
+/// Whether a Host header's value is exactly `host` (a name, lower case as canonical
+/// names are) with `:port` when given. IP literals are always written anew.
+pub(super) fn host_header_is(value: &[u8], host: &Host, port: Option<u16>) -> bool {
+    let Host::Name(name) = host else {
+        return false;
+    };
+    let Some(rest) = value.strip_prefix(name.as_bytes()) else {
+        return false;
+    };
+    match port {
+        None => rest.is_empty(),
+        Some(port) => rest
+            .strip_prefix(b":")
+            .is_some_and(|digits| digits == itoa::Buffer::new().format(port).as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_header_is_kept_only_when_it_is_exactly_the_upstream() {
+        let name = Host::Name("api.example.com".into());
+        assert!(host_header_is(b"api.example.com", &name, None));
+        assert!(host_header_is(b"api.example.com:8080", &name, Some(8080)));
+        assert!(!host_header_is(b"api.example.com:8081", &name, Some(8080)));
+        assert!(!host_header_is(b"api.example.com:80800", &name, Some(8080)));
+        assert!(!host_header_is(b"api.example.com", &name, Some(8080)));
+        assert!(!host_header_is(b"api.example.com:8080", &name, None));
+        assert!(!host_header_is(b"API.example.com", &name, None));
+        assert!(!host_header_is(b"api.example.com.", &name, None));
+        assert!(!host_header_is(b"api.example.co", &name, None));
+        let ip = Host::Ip("127.0.0.1".parse().unwrap());
+        assert!(!host_header_is(b"127.0.0.1", &ip, None));
     }
 }

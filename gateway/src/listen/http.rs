@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::activity::Activity;
-use super::headers::{ensure_request_id, protocol_name, strip};
+use super::headers::{ensure_request_id, host_header_is, protocol_name, strip};
 use super::http_body::{CountingBody, ResponseBody};
 use super::http_conn;
 use super::preface::{Rewind, Verdict as Preface};
@@ -27,7 +27,7 @@ use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
 use crate::policy::{Listener, Protocol, Verdict};
 use crate::upstream::{Lease, Transport, UpstreamBody};
-use crate::wire::host::{parse_authority, Host};
+use crate::wire::host::parse_authority;
 
 /// One downstream connection.
 pub(super) struct Conn {
@@ -156,8 +156,8 @@ async fn exchange(
     let egress = &conn.ctx.egress;
     let transport = Transport::for_route(&route, &destination.host, egress.store.dir());
     let upstream = Destination {
-        host: destination.host.clone(),
         port: transport.upstream_port(destination.port),
+        host: destination.host,
     };
     recorder.record().upstream_cluster = Some(upstream.cluster_name());
     let addrs = egress.addresses(&route, &upstream).await?;
@@ -329,20 +329,27 @@ fn upstream_request(
             .insert(TE, HeaderValue::from_static("trailers"));
     }
     let default_port = if transport.tls.is_some() { 443 } else { 80 };
-    let host = match (&upstream.host, upstream.port) {
-        (Host::Ip(_) | Host::Name(_), port) if port == default_port => upstream.host.to_string(),
-        (_, port) => format!("{}:{port}", upstream.host),
-    };
-    let host =
-        HeaderValue::from_str(&host).map_err(|_| bad("invalid_host", "the host cannot be sent"))?;
-    parts.headers.insert(HOST, host);
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .parse()
-        .map_err(|_| bad("invalid_path", "the request path is not valid"))?;
-    parts.uri = path;
+    let port = (upstream.port != default_port).then_some(upstream.port);
+    // Most clients already sent the Host the upstream gets: kept as it is, unallocated.
+    let sent = parts.headers.get(HOST);
+    if !sent.is_some_and(|sent| host_header_is(sent.as_bytes(), &upstream.host, port)) {
+        let host = match port {
+            None => upstream.host.to_string(),
+            Some(port) => format!("{}:{port}", upstream.host),
+        };
+        let host = HeaderValue::from_str(&host)
+            .map_err(|_| bad("invalid_host", "the host cannot be sent"))?;
+        parts.headers.insert(HOST, host);
+    }
+    // Origin form (the usual case on an http listener) is sent as it came.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        parts.uri = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .map_err(|_| bad("invalid_path", "the request path is not valid"))?;
+    }
     parts.version = Version::HTTP_11;
     let body = CountingBody::new(body, received, failed).boxed();
     Ok(Request::from_parts(parts, body))

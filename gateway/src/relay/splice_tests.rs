@@ -10,24 +10,12 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::buffers::Buffer;
 use super::splice::Pipe;
+use super::tests::{ends_closed_with, payload, registration};
 use super::*;
-use crate::connections::{Connections, Kind, Registration};
-use crate::source::Source;
 
-fn registration() -> Registration {
-    Connections::new().register(
-        "tcp".into(),
-        Source::from_addr("10.0.0.1:4000".parse().unwrap()),
-        "127.0.0.1:8443".parse().unwrap(),
-        Kind::Tunnel,
-    )
-}
-
+/// A tunnel that stays open through each test.
 fn settings() -> Settings {
-    Settings {
-        idle_timeout: Duration::from_secs(60),
-        report_every: Duration::ZERO,
-    }
+    super::tests::settings(60_000, 0)
 }
 
 /// Two connected loopback sockets with small kernel buffers, so that a reader that
@@ -60,8 +48,9 @@ async fn spliced_bytes_arrive_intact_both_ways_with_half_close() {
     let reg = registration();
     let (mut client, downstream, upstream, mut server) = tunnel_sockets().await;
     // More than a pipe holds, in both directions at once.
-    let request: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let response: Vec<u8> = (0..2_500_000u32).map(|i| (i % 241) as u8).collect();
+    let request = payload(3_000_000);
+    let mut response = payload(2_500_000);
+    response.reverse();
     let client_side = async {
         let (mut read, mut write) = client.split();
         let sending = async {
@@ -106,17 +95,22 @@ async fn a_blocked_direction_keeps_its_pipe_and_a_quiet_tunnel_holds_none() {
     tokio::pin!(relaying);
     // Far more than the sockets' and the pipe's buffers while the server reads nothing:
     // the writer blocks, and the relay waits on the upstream with bytes in its pipe.
-    let payload: Vec<u8> = (0..8_000_000u32).map(|i| (i % 251) as u8).collect();
+    let payload = payload(8_000_000);
     let (mut client_read, mut client_write) = client.split();
     let writing = client_write.write_all(&payload);
     tokio::pin!(writing);
-    let blocked = tokio::select! {
-        ending = &mut relaying => panic!("ended: {ending:?}"),
-        _ = &mut writing => panic!("8 MB went into sockets nobody reads"),
-        () = tokio::time::sleep(Duration::from_millis(300)) => Pipe::held_here(),
-    };
+    // Wait, with a deadline, until the relay holds a pipe of bytes nobody takes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Pipe::held_here() != 1 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            ending = &mut relaying => panic!("ended: {ending:?}"),
+            _ = &mut writing => panic!("8 MB went into sockets nobody reads"),
+            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+        }
+    }
     assert_eq!(
-        blocked, 1,
+        Pipe::held_here(),
+        1,
         "the blocked direction holds one pipe, the quiet one none"
     );
     let chat = async {
@@ -137,15 +131,7 @@ async fn a_blocked_direction_keeps_its_pipe_and_a_quiet_tunnel_holds_none() {
     // Open, idle, and no pipe or buffer held in either direction.
     assert_eq!(Pipe::held_here() + Buffer::held_here(), 0);
     drop((client, server));
-    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
-        .await
-        .unwrap();
-    assert!(matches!(ending, Ending::Closed), "{ending:?}");
-    assert_eq!(
-        reg.entry().bytes_received.load(Ordering::Relaxed),
-        8_000_000
-    );
-    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+    ends_closed_with(relaying, reg.entry(), 8_000_000, 4).await;
 }
 
 #[tokio::test]
@@ -173,7 +159,7 @@ async fn without_pipes_the_bytes_are_copied_instead() {
     let (mut client, downstream, upstream, mut server) = tunnel_sockets().await;
     let relaying = relay_sockets(downstream, upstream, reg.entry(), settings(), || {});
     tokio::pin!(relaying);
-    let payload: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let payload = payload(1_000_000);
     let chat = async {
         let mut got = vec![0u8; payload.len()];
         let (written, read) = tokio::join!(client.write_all(&payload), server.read_exact(&mut got));
@@ -191,13 +177,5 @@ async fn without_pipes_the_bytes_are_copied_instead() {
     }
     assert_eq!(Pipe::held_here(), 0, "a refused pipe was counted as held");
     drop((client, server));
-    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
-        .await
-        .unwrap();
-    assert!(matches!(ending, Ending::Closed), "{ending:?}");
-    assert_eq!(
-        reg.entry().bytes_received.load(Ordering::Relaxed),
-        1_000_000
-    );
-    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+    ends_closed_with(relaying, reg.entry(), 1_000_000, 4).await;
 }

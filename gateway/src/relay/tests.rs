@@ -9,7 +9,7 @@ use super::*;
 use crate::connections::{Connections, Kind, Registration};
 use crate::source::Source;
 
-fn registration() -> Registration {
+pub(super) fn registration() -> Registration {
     Connections::new().register(
         "tls".into(),
         Source::from_addr("10.0.0.1:4000".parse().unwrap()),
@@ -18,11 +18,32 @@ fn registration() -> Registration {
     )
 }
 
-fn settings(idle_ms: u64, report_ms: u64) -> Settings {
+pub(super) fn settings(idle_ms: u64, report_ms: u64) -> Settings {
     Settings {
         idle_timeout: Duration::from_millis(idle_ms),
         report_every: Duration::from_millis(report_ms),
     }
+}
+
+/// `len` bytes of a pattern that shows any byte lost, doubled or moved.
+pub(super) fn payload(len: u32) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+/// Once both ends have closed: the relay ends `Closed` within 5 s, having counted
+/// `received` bytes from the client and `sent` to it.
+pub(super) async fn ends_closed_with(
+    relaying: impl std::future::Future<Output = Ending>,
+    entry: &Entry,
+    received: u64,
+    sent: u64,
+) {
+    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
+        .await
+        .unwrap();
+    assert!(matches!(ending, Ending::Closed), "{ending:?}");
+    assert_eq!(entry.bytes_received.load(Ordering::Relaxed), received);
+    assert_eq!(entry.bytes_sent.load(Ordering::Relaxed), sent);
 }
 
 /// (client end, gateway's downstream end, gateway's upstream end, upstream end).
@@ -172,7 +193,7 @@ async fn a_quiet_tunnel_holds_no_buffer_and_a_blocked_one_keeps_its_bytes() {
     tokio::pin!(relaying);
     // More than the upstream pipe holds while nobody reads it, so the relay waits on a
     // full writer with bytes held.
-    let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let payload = payload(300_000);
     let blocked = async {
         client.write_all(&payload[..100_000]).await.unwrap();
         // The relay moves what it can until the upstream pipe is full, then holds a
@@ -207,10 +228,5 @@ async fn a_quiet_tunnel_holds_no_buffer_and_a_blocked_one_keeps_its_bytes() {
     // Open, idle, and no copy buffer held in either direction.
     assert_eq!(buffers::Buffer::held_here(), 0);
     drop((client, server));
-    let ending = tokio::time::timeout(Duration::from_secs(5), relaying)
-        .await
-        .unwrap();
-    assert!(matches!(ending, Ending::Closed), "{ending:?}");
-    assert_eq!(reg.entry().bytes_received.load(Ordering::Relaxed), 300_000);
-    assert_eq!(reg.entry().bytes_sent.load(Ordering::Relaxed), 4);
+    ends_closed_with(relaying, reg.entry(), 300_000, 4).await;
 }

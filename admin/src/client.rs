@@ -113,19 +113,7 @@ impl Client {
     ) -> Result<Reply, ClientError> {
         let exchange = async {
             let response = self.start(method, path, headers, body).await?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|source| self.http(source))?
-                .to_bytes();
-            Ok(Reply {
-                status,
-                headers,
-                body,
-            })
+            self.read(response).await
         };
         tokio::time::timeout(timeout, exchange)
             .await
@@ -133,6 +121,25 @@ impl Client {
                 addr: self.authority.clone(),
                 after: timeout,
             })?
+    }
+
+    /// Reads the whole of an answer's body.
+    ///
+    /// Fails when the connection breaks before the body ends.
+    pub async fn read(&self, response: hyper::Response<Incoming>) -> Result<Reply, ClientError> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|source| self.http(source))?
+            .to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Sends a GET and hands back the answer with its body unread, for streams.

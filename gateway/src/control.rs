@@ -334,7 +334,7 @@ fn check(
                 .rules()
                 .iter()
                 .filter(|r| r.hosts.iter().any(|p| pattern_matches(p, &host)))
-                .map(|r| r.name.as_str())
+                .map(|r| &*r.name)
                 .collect();
             let hint = if near.is_empty() {
                 String::new()
@@ -363,7 +363,7 @@ fn check(
             Verdict::WouldDeny => "would_deny",
         }
         .to_owned(),
-        rule: decision.rule.as_ref().map(|r| r.name.clone()),
+        rule: decision.rule.as_ref().map(|r| r.name.to_string()),
         why,
         destination,
         listener: listener.to_owned(),

@@ -1,6 +1,7 @@
 //! decide → resolve → guard: the one sequence every listener calls before it connects
 //! upstream, so a destination is judged the same way whichever protocol brought it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,10 +34,19 @@ impl fmt::Display for Destination {
 impl Destination {
     /// UPSTREAM_CLUSTER as Istio names it: `outbound|PORT||HOST`.
     pub fn cluster_name(&self) -> String {
-        match &self.host {
-            Host::Name(name) => format!("outbound|{}||{}", self.port, name),
-            Host::Ip(ip) => format!("outbound|{}||{}", self.port, ip),
-        }
+        use fmt::Write;
+        // Sized up front: one allocation per request, not a grown one.
+        let host_len = match &self.host {
+            Host::Name(name) => name.len(),
+            Host::Ip(_) => 39,
+        };
+        let mut name = String::with_capacity("outbound|65535||".len() + host_len);
+        // Writing into a String cannot fail.
+        let _ = match &self.host {
+            Host::Name(host) => write!(name, "outbound|{}||{host}", self.port),
+            Host::Ip(ip) => write!(name, "outbound|{}||{ip}", self.port),
+        };
+        name
     }
 }
 
@@ -65,7 +75,12 @@ pub struct Judged {
 impl Judged {
     /// The deciding rule's name, if a rule decided.
     pub fn rule_name(&self) -> Option<&str> {
-        self.decision.rule.as_deref().map(|r| r.name.as_str())
+        self.decision.rule.as_deref().map(|r| &*r.name)
+    }
+
+    /// The deciding rule's name for the audit record (shared, not copied).
+    pub fn route_name(&self) -> Option<Arc<str>> {
+        self.decision.rule.as_ref().map(|r| Arc::clone(&r.name))
     }
 
     /// `allow`, `deny` or `would_deny`: the metric label.
@@ -80,7 +95,7 @@ impl Judged {
     /// The route of allowed traffic, or the denial to answer with.
     ///
     /// Fails with [`EgressError::Denied`] when the verdict is deny.
-    pub fn route(&self, destination: &Destination) -> Result<Route, EgressError> {
+    pub fn route(&self, destination: &Destination) -> Result<Cow<'_, Route>, EgressError> {
         if self.decision.verdict == Verdict::Deny {
             let rule = self.rule_name().map(str::to_owned);
             let why = match &rule {
@@ -93,7 +108,7 @@ impl Judged {
                 why,
             });
         }
-        Ok(self.policy.route(&self.decision).into_owned())
+        Ok(self.policy.route(&self.decision))
     }
 }
 

@@ -4,6 +4,7 @@
 //! Each variant names its side, as Envoy's flags do: the downstream client (DPE, DC),
 //! policy (403), name resolution (DF), or the upstream (UF, UT, UC).
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -143,28 +144,29 @@ impl EgressError {
 
     /// RESPONSE_CODE_DETAILS: Envoy's words where Envoy has them, snake_case ours where
     /// not (listed in the README).
-    pub fn details(&self) -> String {
+    pub fn details(&self) -> Cow<'static, str> {
         match self {
-            EgressError::BadRequest { reason, .. } => (*reason).to_owned(),
+            EgressError::BadRequest { reason, .. } => Cow::Borrowed(reason),
             EgressError::Denied { rule, .. } => denial_details(rule.as_deref()),
             EgressError::AddressRefused { class, .. } => {
-                format!("destination_address_refused{{{}}}", class.as_str())
+                format!("destination_address_refused{{{}}}", class.as_str()).into()
             }
-            EgressError::Dns { .. } => "dns_resolution_failure".to_owned(),
+            EgressError::Dns { .. } => Cow::Borrowed("dns_resolution_failure"),
             EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
-                "upstream_reset_before_response_started{connection_failure}".to_owned()
+                Cow::Borrowed("upstream_reset_before_response_started{connection_failure}")
             }
             EgressError::UpstreamTls { reason, .. } => {
                 format!("upstream_reset_before_response_started{{connection_failure,{reason}}}")
+                    .into()
             }
-            EgressError::UpstreamTimeout { .. } => "response_timeout".to_owned(),
+            EgressError::UpstreamTimeout { .. } => Cow::Borrowed("response_timeout"),
             EgressError::UpstreamReset { .. } => {
-                "upstream_reset_before_response_started{connection_termination}".to_owned()
+                Cow::Borrowed("upstream_reset_before_response_started{connection_termination}")
             }
             EgressError::UpstreamProtocol { .. } => {
-                "upstream_reset_before_response_started{protocol_error}".to_owned()
+                Cow::Borrowed("upstream_reset_before_response_started{protocol_error}")
             }
-            EgressError::Overflow(_) => "overflow".to_owned(),
+            EgressError::Overflow(_) => Cow::Borrowed("overflow"),
         }
     }
 
@@ -193,11 +195,12 @@ impl EgressError {
 }
 
 /// `rbac_access_denied_matched_policy[RULE]`, `[none]` when the mode denied.
-pub fn denial_details(rule: Option<&str>) -> String {
-    format!(
-        "rbac_access_denied_matched_policy[{}]",
-        rule.unwrap_or("none")
-    )
+pub fn denial_details(rule: Option<&str>) -> Cow<'static, str> {
+    match rule {
+        // Most denials: no rule matched in deny mode.
+        None => Cow::Borrowed("rbac_access_denied_matched_policy[none]"),
+        Some(rule) => format!("rbac_access_denied_matched_policy[{rule}]").into(),
+    }
 }
 
 #[cfg(test)]

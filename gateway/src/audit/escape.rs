@@ -34,10 +34,10 @@ pub(crate) fn write_text(out: &mut String, value: &[u8], mode: Escape, max: Opti
     let value = truncate(value, max);
     if value.iter().all(|&b| is_plain(b, mode)) {
         // Every byte is printable ASCII, so this is valid UTF-8 and needs no escape.
-        for chunk in value.utf8_chunks() {
-            out.push_str(chunk.valid());
+        if let Ok(plain) = std::str::from_utf8(value) {
+            out.push_str(plain);
+            return;
         }
-        return;
     }
     for chunk in value.utf8_chunks() {
         for c in chunk.valid().chars() {

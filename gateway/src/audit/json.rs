@@ -81,7 +81,7 @@ fn key(out: &mut String, name: &str) {
     out.push_str("\":");
 }
 
-fn bytes(value: &Option<String>) -> Option<&[u8]> {
+fn bytes<T: std::ops::Deref<Target = str>>(value: &Option<T>) -> Option<&[u8]> {
     value.as_deref().map(str::as_bytes)
 }
 

@@ -6,6 +6,7 @@
 
 mod escape;
 pub mod format;
+mod headers;
 mod json;
 pub mod recorder;
 pub mod sink;
@@ -13,10 +14,13 @@ mod strftime;
 #[cfg(test)]
 mod tests;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 pub use format::{AuditFormat, FormatError};
+pub use headers::RecordedHeaders;
 pub use recorder::{Recorder, Recording};
 pub use sink::{AuditSink, AuditTarget};
 
@@ -121,7 +125,7 @@ pub struct AuditRecord {
     /// DURATION: start to last byte out (TCP: the connection's lifetime).
     pub duration: Option<Duration>,
     /// REQ(:METHOD); `None` for TCP-level lines.
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     /// REQ(:PATH) (and X-ENVOY-ORIGINAL-PATH?:PATH).
     pub path: Option<String>,
     /// PROTOCOL: `HTTP/1.1`, `HTTP/2`; `None` for TCP-level lines.
@@ -129,15 +133,15 @@ pub struct AuditRecord {
     /// REQ(:AUTHORITY): the Host header or the URI's authority, as the client sent it.
     pub authority: Option<String>,
     /// REQ(X): the request headers as received (after the gateway added x-request-id).
-    pub request_headers: http::HeaderMap,
+    pub request_headers: RecordedHeaders,
     /// RESP(X): the response headers sent downstream.
-    pub response_headers: http::HeaderMap,
+    pub response_headers: RecordedHeaders,
     /// RESPONSE_CODE; 0 when no response was sent (and for TCP).
     pub response_code: u16,
     /// RESPONSE_FLAGS.
     pub response_flags: ResponseFlags,
     /// RESPONSE_CODE_DETAILS, e.g. `via_upstream`, `rbac_access_denied_matched_policy[none]`.
-    pub response_code_details: Option<String>,
+    pub response_code_details: Option<Cow<'static, str>>,
     /// CONNECTION_TERMINATION_DETAILS.
     pub connection_termination_details: Option<String>,
     /// UPSTREAM_TRANSPORT_FAILURE_REASON.
@@ -163,7 +167,7 @@ pub struct AuditRecord {
     /// REQUESTED_SERVER_NAME: the downstream SNI.
     pub requested_server_name: Option<String>,
     /// ROUTE_NAME: the name of the rule that decided.
-    pub route_name: Option<String>,
+    pub route_name: Option<Arc<str>>,
 }
 
 impl AuditRecord {
@@ -176,8 +180,8 @@ impl AuditRecord {
             path: None,
             protocol: None,
             authority: None,
-            request_headers: http::HeaderMap::new(),
-            response_headers: http::HeaderMap::new(),
+            request_headers: RecordedHeaders::new(),
+            response_headers: RecordedHeaders::new(),
             response_code: 0,
             response_flags: ResponseFlags::NONE,
             response_code_details: None,

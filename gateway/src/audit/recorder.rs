@@ -33,15 +33,6 @@ impl Recording {
     }
 }
 
-/// Copies into `into` the values of `names` found in `from`.
-fn copy_headers(names: &[http::HeaderName], from: &http::HeaderMap, into: &mut http::HeaderMap) {
-    for name in names {
-        for value in from.get_all(name) {
-            into.append(name.clone(), value.clone());
-        }
-    }
-}
-
 /// An open record; finish it with [`Recorder::finish`], or drop it for a client that left.
 #[derive(Debug)]
 pub struct Recorder {
@@ -86,14 +77,14 @@ impl Recorder {
     pub fn capture_request_headers(&mut self, headers: &http::HeaderMap) {
         let pending = &mut *self.pending;
         let names = &pending.recording.headers_used.0;
-        copy_headers(names, headers, &mut pending.record.request_headers);
+        pending.record.request_headers.copy_from(names, headers);
     }
 
     /// Keeps the response headers the audit format prints.
     pub fn capture_response_headers(&mut self, headers: &http::HeaderMap) {
         let pending = &mut *self.pending;
         let names = &pending.recording.headers_used.1;
-        copy_headers(names, headers, &mut pending.record.response_headers);
+        pending.record.response_headers.copy_from(names, headers);
     }
 
     /// Sets the decision label counted in the metrics (`allow`, `deny`, `would_deny`).
@@ -171,7 +162,7 @@ impl Drop for Recorder {
                 .response_flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION);
             if p.record.response_code_details.is_none() {
-                p.record.response_code_details = Some("downstream_remote_disconnect".to_owned());
+                p.record.response_code_details = Some("downstream_remote_disconnect".into());
             }
         }
         self.write();

@@ -89,7 +89,7 @@ async fn open(
         .egress
         .decide(&destination, &accepted.listener, &accepted.source);
     recorder.set_decision(judged.label());
-    recorder.record().route_name = judged.rule_name().map(str::to_owned);
+    recorder.record().route_name = judged.route_name();
     let route = judged.route(&destination)?;
     if matches!(destination.host, Host::Ip(_))
         && judged.decision.verdict == Verdict::Allow
@@ -112,8 +112,10 @@ async fn open(
     record.upstream_host = Some(peer);
     record.upstream_local_address = Some(local);
     record.response_code_details = Some(match judged.decision.verdict {
-        Verdict::WouldDeny => format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none")),
-        _ => "via_upstream".to_owned(),
+        Verdict::WouldDeny => {
+            format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none")).into()
+        }
+        _ => "via_upstream".into(),
     });
     Ok(Opened {
         destination,

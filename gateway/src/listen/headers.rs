@@ -1,8 +1,10 @@
 //! Header rules of the HTTP path: what never crosses the gateway (hop-by-hop headers,
 //! the inside of the mesh), and what it adds (a request id).
 
+use std::borrow::Cow;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::Version;
+use http::{Method, Version};
 
 use crate::wire::host::Host;
 
@@ -73,6 +75,18 @@ pub(super) fn ensure_request_id(headers: &mut HeaderMap) {
         if let Ok(value) = HeaderValue::from_str(id) {
             headers.insert(name, value);
         }
+    }
+}
+
+/// REQ(:METHOD) for the audit record: the standard methods without an allocation.
+pub(super) fn method_text(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    let text = method.as_str();
+    match STANDARD.iter().find(|m| **m == text) {
+        Some(standard) => Cow::Borrowed(standard),
+        None => Cow::Owned(text.to_owned()),
     }
 }
 

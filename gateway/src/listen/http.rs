@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::activity::Activity;
-use super::headers::{ensure_request_id, host_header_is, protocol_name, strip};
+use super::headers::{ensure_request_id, host_header_is, method_text, protocol_name, strip};
 use super::http_body::{CountingBody, ResponseBody};
 use super::http_conn;
 use super::preface::{Rewind, Verdict as Preface};
@@ -86,7 +86,7 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     ensure_request_id(req.headers_mut());
     {
         let record = recorder.record();
-        record.method = Some(req.method().as_str().to_owned());
+        record.method = Some(method_text(req.method()));
         record.path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
         record.protocol = Some(protocol_name(req.version()));
         record.authority = match req.uri().authority() {
@@ -151,7 +151,7 @@ async fn exchange(
         .egress
         .decide(&destination, &accepted.listener, &accepted.source);
     recorder.set_decision(judged.label());
-    recorder.record().route_name = judged.rule_name().map(str::to_owned);
+    recorder.record().route_name = judged.route_name();
     let route = judged.route(&destination)?;
     let egress = &conn.ctx.egress;
     let transport = Transport::for_route(&route, &destination.host, egress.store.dir());
@@ -195,8 +195,8 @@ async fn exchange(
     record.upstream_local_address = Some(endpoints.local);
     record.upstream_service_time = Some(sent_at.elapsed());
     record.response_code_details = Some(match judged.decision.verdict {
-        Verdict::WouldDeny => would_deny_details(&judged),
-        _ => "via_upstream".to_owned(),
+        Verdict::WouldDeny => would_deny_details(&judged).into(),
+        _ => "via_upstream".into(),
     });
     Ok((response, lease, deadline))
 }

@@ -222,7 +222,7 @@ pub(super) fn audit_connection_failure(
     conn: &Conn,
     code: u16,
     flags: ResponseFlags,
-    details: &str,
+    details: &'static str,
 ) {
     let mut recorder = Recorder::start(
         Arc::clone(&conn.ctx.recording),
@@ -231,7 +231,7 @@ pub(super) fn audit_connection_failure(
     let record = recorder.record();
     record.response_code = code;
     record.response_flags = flags;
-    record.response_code_details = Some(details.to_owned());
+    record.response_code_details = Some(details.into());
     record.downstream_local_address = Some(conn.accepted.local);
     record.downstream_remote_address = Some(conn.peer());
     record.downstream_peer_uri_san = conn.accepted.source.identity.clone();

@@ -114,7 +114,7 @@ pub fn refuse(
     let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::from(listener));
     let record = recorder.record();
     record.response_flags = ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
-    record.response_code_details = Some(error.details().to_owned());
+    record.response_code_details = Some(error.details().into());
     record.connection_termination_details = Some(error.termination().to_owned());
     record.downstream_local_address = Some(local);
     record.downstream_remote_address = Some(peer);

@@ -332,7 +332,7 @@ pub fn refuse(
     let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::clone(listener));
     let record = recorder.record();
     record.response_flags = error.flags();
-    record.response_code_details = Some(error.details().to_owned());
+    record.response_code_details = Some(error.details().into());
     record.connection_termination_details = match error {
         TlsInError::Unavailable(why)
         | TlsInError::ClientCertificateRefused(why)

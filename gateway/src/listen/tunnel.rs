@@ -87,7 +87,7 @@ impl Tunnel {
     pub fn fail(mut self, error: &EgressError) {
         let record = self.recorder.record();
         record.response_flags.insert(error.flags());
-        record.connection_termination_details = Some(error.details());
+        record.connection_termination_details = Some(error.details().into_owned());
         record.upstream_transport_failure_reason = error.transport_failure();
         if record.upstream_host.is_none() {
             record.upstream_host = error.upstream_addr();
@@ -102,14 +102,14 @@ impl Tunnel {
     pub async fn connect(&mut self, destination: Destination) -> Result<Connected, EgressError> {
         let judged = self.decide(&destination);
         let record = self.recorder.record();
-        record.route_name = judged.rule_name().map(str::to_owned);
+        record.route_name = judged.route_name();
         record.upstream_cluster = Some(destination.cluster_name());
         self.recorder.set_decision(judged.label());
         let route = judged.route(&destination)?;
         if judged.decision.verdict == Verdict::WouldDeny {
             let rule = judged.rule_name().unwrap_or("none");
             self.recorder.record().response_code_details =
-                Some(format!("audit_would_deny[{rule}]"));
+                Some(format!("audit_would_deny[{rule}]").into());
         }
         let addrs = self.ctx.egress.addresses(&route, &destination).await?;
         let (stream, endpoints) =
@@ -117,7 +117,10 @@ impl Tunnel {
         let record = self.recorder.record();
         record.upstream_host = Some(endpoints.peer);
         record.upstream_local_address = Some(endpoints.local);
-        Ok(Connected { stream, route })
+        Ok(Connected {
+            stream,
+            route: route.into_owned(),
+        })
     }
 
     /// Decides on the policy in force and registers the destination for re-decision.
@@ -228,6 +231,6 @@ pub(super) fn interim_record(recorder: &mut Recorder, entry: &Entry) -> AuditRec
     line.duration = Some(recorder.elapsed());
     line.bytes_received = entry.bytes_received.load(Ordering::Relaxed);
     line.bytes_sent = entry.bytes_sent.load(Ordering::Relaxed);
-    line.response_code_details = Some(TUNNEL_INTERIM.to_owned());
+    line.response_code_details = Some(TUNNEL_INTERIM.into());
     line
 }

@@ -390,7 +390,7 @@ impl Compiler {
             return None;
         }
         Some(Rule {
-            name: doc.name.clone(),
+            name: doc.name.as_str().into(),
             hosts,
             action: doc.action,
             ports: ports.map(dedup),

@@ -145,8 +145,8 @@ pub struct ListenerTls {
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub struct Rule {
-    /// Unique name; ROUTE_NAME in the audit line.
-    pub name: String,
+    /// Unique name; ROUTE_NAME in the audit line, shared with every record it decides.
+    pub name: std::sync::Arc<str>,
     /// The host patterns it lists, canonical.
     pub hosts: Vec<HostPattern>,
     /// Allow or deny.
@@ -298,7 +298,7 @@ impl Policy {
 
     /// The rule named `name`.
     pub fn rule(&self, name: &str) -> Option<&Arc<Rule>> {
-        self.rules.iter().find(|r| r.name == name)
+        self.rules.iter().find(|r| *r.name == *name)
     }
 
     /// The settings for traffic that `decision` lets out.

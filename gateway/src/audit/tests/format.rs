@@ -73,8 +73,10 @@ fn tcp_denial_and_flags() {
 #[test]
 fn custom_format_strings() {
     let mut r = egress_http();
-    r.response_headers
-        .insert("content-type", "text/html".parse().unwrap());
+    r.response_headers.insert(
+        http::HeaderName::from_static("content-type"),
+        "text/html".parse().unwrap(),
+    );
     r.downstream_remote_address = addr("[2001:db8::7]:59224");
     r.downstream_peer_uri_san = Some("spiffe://cluster.local/ns/app/sa/web".into());
     let spec = "%REQ(:METHOD)% %REQUEST_HEADER(X-MISSING?USER-AGENT)% %RESP(content-type)% \
@@ -87,8 +89,10 @@ fn custom_format_strings() {
          outbound|80||edition.cnn.com spiffe://cluster.local/ns/app/sa/web - 100%"
     );
     // A header the response carries wins over the record's own value.
-    r.response_headers
-        .insert("x-envoy-upstream-service-time", "17".parse().unwrap());
+    r.response_headers.insert(
+        http::HeaderName::from_static("x-envoy-upstream-service-time"),
+        "17".parse().unwrap(),
+    );
     assert_eq!(render("%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", &r), "17");
     assert_eq!(
         render(
@@ -160,9 +164,10 @@ fn parse_errors_name_the_problem() {
 
 /// Sets a header from raw bytes: values may hold `"`, `\`, tab and obs-text (not CR/LF).
 fn raw_header(record: &mut AuditRecord, name: &'static str, value: &[u8]) {
-    record
-        .request_headers
-        .insert(name, http::HeaderValue::from_bytes(value).unwrap());
+    record.request_headers.insert(
+        name.parse().unwrap(),
+        http::HeaderValue::from_bytes(value).unwrap(),
+    );
 }
 
 #[test]

@@ -30,7 +30,9 @@ fn ms(n: u64) -> Option<Duration> {
 }
 
 fn header(record: &mut AuditRecord, name: &'static str, value: &str) {
-    record.request_headers.insert(name, value.parse().unwrap());
+    record
+        .request_headers
+        .insert(name.parse().unwrap(), value.parse().unwrap());
 }
 
 /// The HTTP example of Istio's egress-gateway task: allowed, via_upstream.

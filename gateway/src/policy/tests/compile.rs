@@ -152,7 +152,7 @@ fn files_merge_with_unique_names_and_one_defaults() {
     let names: Vec<&str> = p.listeners().iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["http", "tls"]);
     assert_eq!(p.listener("tls").map(|l| l.target_port), Some(443));
-    let names: Vec<&str> = p.rules().iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = p.rules().iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["a", "c"]);
     assert_eq!(p.sources(), set.as_slice());
 }
@@ -225,7 +225,7 @@ fn load_dir_reads_top_level_yaml_sorted_and_skips_the_rest() {
     std::fs::write(d.join(".history/3/a.yaml"), "garbage: [").unwrap();
     std::fs::create_dir(d.join("sub.yaml")).unwrap();
     let p = load_dir(d).unwrap();
-    let names: Vec<&str> = p.rules().iter().map(|r| r.name.as_str()).collect();
+    let names: Vec<&str> = p.rules().iter().map(|r| &*r.name).collect();
     assert_eq!(names, ["a", "b"]);
     assert_eq!(p.sources()[0].name, d.join("a.yaml").display().to_string());
 

@@ -20,7 +20,7 @@ fn ask(
         listener,
         source,
     });
-    (d.verdict, d.rule.map(|r| r.name.clone()))
+    (d.verdict, d.rule.map(|r| r.name.to_string()))
 }
 
 fn peer(ip: &str) -> Source {

@@ -110,6 +110,14 @@ impl Running {
     }
 }
 
+/// A failed assertion must not leave the process behind.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 #[test]
 fn shipped_policies_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");

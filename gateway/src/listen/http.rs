@@ -11,7 +11,7 @@ use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING,
 };
 use http::{Method, Request, Response, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
@@ -113,10 +113,12 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
         .await;
         return response.map(|body| body.with_in_flight(in_flight));
     }
-    let body_failed = Arc::new(AtomicBool::new(false));
-    let response = match exchange(&conn, req, &mut recorder, &body_failed).await {
+    // Most requests have no body: nothing to count or watch for them.
+    let body_failed =
+        (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
+    let response = match exchange(&conn, req, &mut recorder, body_failed.as_ref()).await {
         Ok((response, lease, deadline)) => upstream_response(response, lease, deadline, recorder),
-        Err(e) if body_failed.load(Ordering::Relaxed) => local_reply(
+        Err(e) if body_failed.is_some_and(|failed| failed.load(Ordering::Relaxed)) => local_reply(
             EgressError::BadRequest {
                 reason: "invalid_request_body",
                 message: format!("the request body is malformed or was cut short: {e}"),
@@ -135,7 +137,7 @@ async fn exchange(
     conn: &Conn,
     req: Request<Incoming>,
     recorder: &mut Recorder,
-    body_failed: &Arc<AtomicBool>,
+    body_failed: Option<&Arc<AtomicBool>>,
 ) -> Result<Exchanged, EgressError> {
     if conn.activity.head_had_both_lengths() {
         return Err(bad(
@@ -162,15 +164,12 @@ async fn exchange(
     recorder.record().upstream_cluster = Some(upstream.cluster_name());
     let addrs = egress.addresses(&route, &upstream).await?;
 
-    let received = Arc::new(AtomicU64::new(0));
-    recorder.count_bytes(Some(Arc::clone(&received)), None);
-    let upstream_req = upstream_request(
-        req,
-        &upstream,
-        &transport,
-        received,
-        Arc::clone(body_failed),
-    )?;
+    let counted = body_failed.map(|failed| {
+        let received = Arc::new(AtomicU64::new(0));
+        recorder.count_bytes(Some(Arc::clone(&received)), None);
+        (received, Arc::clone(failed))
+    });
+    let upstream_req = upstream_request(req, &upstream, &transport, counted)?;
     let deadline = route.request_timeout.map(|t| Instant::now() + t);
     let sent_at = Instant::now();
     let sending = egress
@@ -307,13 +306,13 @@ fn bad(reason: &'static str, message: impl Into<String>) -> EgressError {
 
 /// The request as the upstream gets it: origin form with a `Host` header (the pool
 /// turns it into `:authority` on an HTTP/2 connection), without hop-by-hop and internal
-/// headers, but with `te: trailers` kept, which gRPC needs.
+/// headers, but with `te: trailers` kept, which gRPC needs. A body comes with its
+/// counter of bytes received and the flag set when the client's body fails.
 fn upstream_request(
     req: Request<Incoming>,
     upstream: &Destination,
     transport: &Transport,
-    received: Arc<AtomicU64>,
-    failed: Arc<AtomicBool>,
+    counted: Option<(Arc<AtomicU64>, Arc<AtomicBool>)>,
 ) -> Result<Request<UpstreamBody>, EgressError> {
     let (mut parts, body) = req.into_parts();
     let trailers = parts.headers.get_all(TE).iter().any(|v| {
@@ -351,7 +350,11 @@ fn upstream_request(
             .map_err(|_| bad("invalid_path", "the request path is not valid"))?;
     }
     parts.version = Version::HTTP_11;
-    let body = CountingBody::new(body, received, failed).boxed();
+    let body = match counted {
+        Some((received, failed)) => CountingBody::new(body, received, failed).boxed(),
+        // No body: an empty one, which boxes without allocating.
+        None => Empty::new().map_err(|never| match never {}).boxed(),
+    };
     Ok(Request::from_parts(parts, body))
 }
 

@@ -211,3 +211,22 @@ async fn hostile_garbage_never_takes_the_gateway_down() {
         after.text
     );
 }
+
+/// A request body that breaks on its way (a malformed chunk after a good one) is the
+/// client's fault: 400 with `invalid_request_body`, not a 502 blamed on the upstream.
+#[tokio::test]
+async fn a_request_body_that_breaks_midway_is_the_clients_400() {
+    let s = Scenario::start(&allow_policy("[api.example.com]")).await;
+    let a = s.authority("api.example.com");
+    let line = refused(
+        &s,
+        &format!(
+            "POST /upload HTTP/1.1\r\nHost: {a}\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n4\r\nbody\r\nzz\r\n\r\n"
+        ),
+        400,
+    )
+    .await;
+    assert_eq!(line.details, "invalid_request_body");
+    assert_eq!(line.route, "allowed");
+}

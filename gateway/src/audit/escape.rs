@@ -32,13 +32,20 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Appends `value`, cut to at most `max` bytes (on a character boundary), escaped.
 pub(crate) fn write_text(out: &mut String, value: &[u8], mode: Escape, max: Option<usize>) {
     let value = truncate(value, max);
-    if value.iter().all(|&b| is_plain(b, mode)) {
-        // Every byte is printable ASCII, so this is valid UTF-8 and needs no escape.
-        if let Ok(plain) = std::str::from_utf8(value) {
-            out.push_str(plain);
-            return;
+    // Values that need no escape (printable ASCII) are copied as they are checked, in
+    // one pass; the first byte that needs one undoes the copy.
+    let start = out.len();
+    out.reserve(value.len());
+    for &b in value {
+        if !is_plain(b, mode) {
+            out.truncate(start);
+            return write_escaped(out, value, mode);
         }
+        out.push(char::from(b));
     }
+}
+
+fn write_escaped(out: &mut String, value: &[u8], mode: Escape) {
     for chunk in value.utf8_chunks() {
         for c in chunk.valid().chars() {
             write_char(out, c, mode);

@@ -297,7 +297,7 @@ fn write_header(
                 Side::Request => &r.request_headers,
                 Side::Response => &r.response_headers,
             };
-            match map.get(name.as_str()) {
+            match map.get(name) {
                 Some(value) => value.as_bytes(),
                 None => return false,
             }

@@ -15,12 +15,12 @@ impl RecordedHeaders {
         Self(Vec::new())
     }
 
-    /// The first value of `name` (header names are case-insensitive).
-    pub fn get(&self, name: &str) -> Option<&HeaderValue> {
-        self.0
-            .iter()
-            .find(|(n, _)| n.as_str().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+    /// The first value of `name`: a [`HeaderName`], or a `str` compared without case.
+    pub fn get<N: ?Sized>(&self, name: &N) -> Option<&HeaderValue>
+    where
+        HeaderName: PartialEq<N>,
+    {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// Adds a value after any others of the same name.

@@ -5,13 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
-# (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store).
+# (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
+# taskset (a gateway pinned to one core).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"

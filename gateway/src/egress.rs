@@ -38,7 +38,7 @@ impl Destination {
         // Sized up front: one allocation per request, not a grown one.
         let host_len = match &self.host {
             Host::Name(name) => name.len(),
-            Host::Ip(_) => 39,
+            Host::Ip(_) => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff".len(),
         };
         let mut name = String::with_capacity("outbound|65535||".len() + host_len);
         // Writing into a String cannot fail.

@@ -264,7 +264,7 @@ fn write_header(
         Header::Method => return opt_text(out, r.method.as_deref(), Escape::Token, max),
         Header::Path => return opt_text(out, r.path.as_deref(), Escape::Token, max),
         Header::Authority => return opt_text(out, r.authority.as_deref(), Escape::Token, max),
-        Header::Host => match r.request_headers.get("host") {
+        Header::Host => match r.request_headers.get(&http::header::HOST) {
             Some(host) => host.as_bytes(),
             None => return opt_text(out, r.authority.as_deref(), Escape::Token, max),
         },

@@ -15,7 +15,7 @@ use super::{connect, h2, tls_connector, tls_handshake, Io};
 use crate::scenario::{ErrorKind, Outcome, Scenario, Workload, ALLOWED_HOST, DENIED_HOST};
 
 /// Zeros sent as the echo payload.
-static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+static ZEROS: [u8; 256 * 1024] = [0; 256 * 1024];
 
 /// What every connection of a run shares: the workload, where to send it, and the
 /// request heads made once.
@@ -337,7 +337,7 @@ async fn read_exactly<R: AsyncRead + Unpin>(
     let mut left = n;
     while left > 0 {
         buf.clear();
-        buf.reserve(64 * 1024);
+        buf.reserve(256 * 1024);
         match reader.read_buf(buf).await? {
             0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             got => left = left.saturating_sub(got),

@@ -23,11 +23,6 @@ impl RecordedHeaders {
         self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
-    /// Adds a value after any others of the same name.
-    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        self.0.push((name, value));
-    }
-
     /// Sets `name` to `value` alone.
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         self.0.retain(|(n, _)| *n != name);

@@ -164,6 +164,7 @@ where
                 upstream.as_mut(),
                 &entry.bytes_received,
                 activity,
+                to_downstream.done,
             );
             let down = to_downstream.poll(
                 cx,
@@ -171,6 +172,7 @@ where
                 downstream.as_mut(),
                 &entry.bytes_sent,
                 activity,
+                to_upstream.done,
             );
             match (up, down) {
                 (Poll::Ready(Err(side)), _) | (_, Poll::Ready(Err(side))) => {
@@ -216,6 +218,11 @@ impl Activity<'_> {
 /// Where one direction keeps the bytes it has read from `R` and not yet written to `W`:
 /// a buffer, or a pipe in the kernel.
 trait Stage<R: ?Sized, W: ?Sized> {
+    /// Whether the writer needs its own shutdown even when the tunnel closes right after:
+    /// a TLS writer ends with a close_notify, while closing a plain socket sends the FIN
+    /// that a shutdown would.
+    const SHUTDOWN_BEFORE_CLOSE: bool;
+
     /// Bytes read and not yet written.
     fn held(&self) -> usize;
 
@@ -255,7 +262,9 @@ impl<S> Direction<S> {
     }
 
     /// Copies from `from` to `to` until `from` would block (Pending), its end of stream
-    /// is passed on (Ready(Ok)), or either fails. Ready(Ok) again once done.
+    /// is passed on (Ready(Ok)), or either fails. Ready(Ok) again once done. When the
+    /// other direction is already done (`other_done`), the tunnel ends with this one and
+    /// its sockets close next.
     fn poll<R, W>(
         &mut self,
         cx: &mut Context<'_>,
@@ -263,6 +272,7 @@ impl<S> Direction<S> {
         mut to: Pin<&mut W>,
         counter: &AtomicU64,
         activity: Activity<'_>,
+        other_done: bool,
     ) -> Poll<Result<(), Side>>
     where
         R: AsyncRead + ?Sized,
@@ -287,7 +297,9 @@ impl<S> Direction<S> {
                 self.stage.release();
                 // The peer may already be gone; its end is then reported by the other
                 // direction, so a failed shutdown is not an error of this one.
-                let _ = ready!(to.as_mut().poll_shutdown(cx));
+                if !other_done || S::SHUTDOWN_BEFORE_CLOSE {
+                    let _ = ready!(to.as_mut().poll_shutdown(cx));
+                }
                 self.done = true;
                 return Poll::Ready(Ok(()));
             }

@@ -179,6 +179,12 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         .metrics
         .connections_active
         .with_label_values(&[&spec.name]);
+    // A listener bound to one address gives every connection that local address; only a
+    // wildcard one needs to ask the kernel per connection (as nginx does).
+    let bound = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             () = ctx.drain.cancelled() => break,
@@ -201,7 +207,7 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         let tls = tls.clone();
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            serve(ctx, name, spec, tls, stream, peer).await;
+            serve(ctx, name, spec, tls, stream, peer, bound).await;
             active.dec();
         });
     }
@@ -217,10 +223,13 @@ async fn serve(
     tls: Option<Arc<TlsTerminator>>,
     mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
+    bound: Option<SocketAddr>,
 ) {
-    let local = stream
-        .local_addr()
-        .unwrap_or(SocketAddr::new(spec.address, spec.port));
+    let local = bound.unwrap_or_else(|| {
+        stream
+            .local_addr()
+            .unwrap_or(SocketAddr::new(spec.address, spec.port))
+    });
     let mut source = Source::from_addr(peer);
     if spec.proxy_protocol {
         match proxy::read_header(&mut stream, ctx.limits.header_timeout).await {

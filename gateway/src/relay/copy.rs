@@ -28,6 +28,9 @@ where
     R: AsyncRead + ?Sized,
     W: AsyncWrite + ?Sized,
 {
+    // The writer may be a TLS session.
+    const SHUTDOWN_BEFORE_CLOSE: bool = true;
+
     fn held(&self) -> usize {
         self.held.as_ref().map_or(0, |held| held.cap - held.pos)
     }

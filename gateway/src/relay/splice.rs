@@ -132,6 +132,9 @@ pub(super) struct Spliced {
 }
 
 impl Stage<TcpStream, TcpStream> for Spliced {
+    // Two plain sockets: closing the writer sends its FIN.
+    const SHUTDOWN_BEFORE_CLOSE: bool = false;
+
     fn held(&self) -> usize {
         match &self.copied {
             Some(copied) => Stage::<TcpStream, TcpStream>::held(copied),

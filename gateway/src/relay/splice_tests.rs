@@ -10,7 +10,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use super::buffers::Buffer;
 use super::splice::Pipe;
-use super::tests::{ends_closed_with, payload, registration};
+use super::tests::{ends_closed_with, payload, pong_comes_back, registration, while_open};
 use super::*;
 
 /// A tunnel that stays open through each test.
@@ -119,15 +119,9 @@ async fn a_blocked_direction_keeps_its_pipe_and_a_quiet_tunnel_holds_none() {
         written.unwrap();
         read.unwrap();
         assert!(got == payload, "bytes changed on the way");
-        server.write_all(b"pong").await.unwrap();
-        let mut pong = [0u8; 4];
-        client_read.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"pong");
+        pong_comes_back(&mut server, &mut client_read).await;
     };
-    tokio::select! {
-        ending = &mut relaying => panic!("ended: {ending:?}"),
-        () = chat => {}
-    }
+    while_open(relaying.as_mut(), chat).await;
     // Open, idle, and no pipe or buffer held in either direction.
     assert_eq!(Pipe::held_here() + Buffer::held_here(), 0);
     drop((client, server));
@@ -166,15 +160,9 @@ async fn without_pipes_the_bytes_are_copied_instead() {
         written.unwrap();
         read.unwrap();
         assert!(got == payload, "bytes changed on the way");
-        server.write_all(b"pong").await.unwrap();
-        let mut pong = [0u8; 4];
-        client.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"pong");
+        pong_comes_back(&mut server, &mut client).await;
     };
-    tokio::select! {
-        ending = &mut relaying => panic!("ended: {ending:?}"),
-        () = chat => {}
-    }
+    while_open(relaying.as_mut(), chat).await;
     assert_eq!(Pipe::held_here(), 0, "a refused pipe was counted as held");
     drop((client, server));
     ends_closed_with(relaying, reg.entry(), 1_000_000, 4).await;

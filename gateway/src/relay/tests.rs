@@ -46,6 +46,28 @@ pub(super) async fn ends_closed_with(
     assert_eq!(entry.bytes_sent.load(Ordering::Relaxed), sent);
 }
 
+/// Runs `chat` with the tunnel open: the test fails if the relay ends first.
+pub(super) async fn while_open(
+    relaying: Pin<&mut impl std::future::Future<Output = Ending>>,
+    chat: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        ending = relaying => panic!("ended: {ending:?}"),
+        () = chat => {}
+    }
+}
+
+/// The server answers `pong` and the client reads it back.
+pub(super) async fn pong_comes_back(
+    server: &mut (impl AsyncWrite + Unpin),
+    client: &mut (impl AsyncRead + Unpin),
+) {
+    server.write_all(b"pong").await.unwrap();
+    let mut pong = [0u8; 4];
+    client.read_exact(&mut pong).await.unwrap();
+    assert_eq!(&pong, b"pong");
+}
+
 /// (client end, gateway's downstream end, gateway's upstream end, upstream end).
 fn pipes() -> (DuplexStream, DuplexStream, DuplexStream, DuplexStream) {
     let (client, downstream) = duplex(64 * 1024);
@@ -216,15 +238,9 @@ async fn a_quiet_tunnel_holds_no_buffer_and_a_blocked_one_keeps_its_bytes() {
         });
         written.unwrap();
         assert!(got.unwrap() == payload, "bytes changed on the way");
-        server.write_all(b"pong").await.unwrap();
-        let mut pong = [0u8; 4];
-        client.read_exact(&mut pong).await.unwrap();
-        assert_eq!(&pong, b"pong");
+        pong_comes_back(&mut server, &mut client).await;
     };
-    tokio::select! {
-        ending = &mut relaying => panic!("ended: {ending:?}"),
-        () = chat => {}
-    }
+    while_open(relaying.as_mut(), chat).await;
     // Open, idle, and no copy buffer held in either direction.
     assert_eq!(buffers::Buffer::held_here(), 0);
     drop((client, server));

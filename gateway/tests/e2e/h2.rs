@@ -165,16 +165,23 @@ async fn http1_and_h2c_share_the_listener_and_http1_limits_still_hold() {
     assert_eq!(s.audit(2).await.protocol, "HTTP/1.1");
 }
 
-async fn short_header_timeout() -> (TestGateway, StubUpstream, TestDns) {
+/// A gateway allowing `api.example.com` (a stub upstream on loopback) with `limits`.
+async fn with_limits(
+    limits: impl FnOnce(&mut egress_gateway::config::LimitsConfig),
+) -> (TestGateway, StubUpstream, TestDns) {
     let upstream = StubUpstream::start().await;
     let dns = TestDns::start().await;
     dns.set("api.example.com", [LOOPBACK]);
     let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
         .dns(vec![dns.addr()])
-        .configure(|c| c.limits.header_timeout = Duration::from_millis(300))
+        .configure(|c| limits(&mut c.limits))
         .start()
         .await;
     (gateway, upstream, dns)
+}
+
+async fn short_header_timeout() -> (TestGateway, StubUpstream, TestDns) {
+    with_limits(|l| l.header_timeout = Duration::from_millis(300)).await
 }
 
 #[tokio::test]
@@ -205,17 +212,11 @@ async fn an_h2c_connection_resting_past_the_header_timeout_stays_open() {
 /// then rests past it, is closed, in either HTTP version: the idle time counts from the
 /// end of the request, and the end of a request wakes nothing.
 async fn idle_close_after_a_request(h2: bool) {
-    let upstream = StubUpstream::start().await;
-    let dns = TestDns::start().await;
-    dns.set("api.example.com", [LOOPBACK]);
-    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
-        .dns(vec![dns.addr()])
-        .configure(|c| {
-            c.limits.header_timeout = Duration::from_millis(200);
-            c.limits.idle_timeout = Duration::from_millis(700);
-        })
-        .start()
-        .await;
+    let (gateway, upstream, _dns) = with_limits(|l| {
+        l.header_timeout = Duration::from_millis(200);
+        l.idle_timeout = Duration::from_millis(700);
+    })
+    .await;
     let authority = format!("api.example.com:{}", upstream.port());
     let addr = gateway.addr("http");
     let mut client = if h2 {

@@ -174,7 +174,12 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
             };
             let mut report = execute(&run).await?;
             if let (Some(before), Some(after)) = (before, target.cpu_time()) {
-                report.proxy_cpu = Some(ProxyCpu::of((after - before).as_secs_f64(), &report));
+                let spent = after.since(before);
+                report.proxy_cpu = Some(ProxyCpu::of(
+                    spent.user.as_secs_f64(),
+                    spent.kernel.as_secs_f64(),
+                    &report,
+                ));
             }
             let hz = target.ticks_per_second().max(1) as f64;
             for (name, ticks) in target.thread_ticks() {
@@ -202,7 +207,10 @@ pub async fn compare(plan: &ComparePlan) -> anyhow::Result<Comparison> {
                 report.errors,
                 report
                     .proxy_cpu
-                    .map(|c| format!("  proxy {:.1} µs/req", c.per_request_us))
+                    .map(|c| format!(
+                        "  proxy {:.1} µs/req (kernel {:.1})",
+                        c.per_request_us, c.kernel_per_request_us
+                    ))
                     .unwrap_or_default()
             );
             let result = &mut results[*index];

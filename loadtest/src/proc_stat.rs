@@ -105,16 +105,40 @@ pub fn all_processes(proc: &Path) -> Vec<Stat> {
         .collect()
 }
 
+/// CPU time of a process tree, split into user and kernel mode.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// User-mode time (utime).
+    pub user: Duration,
+    /// Kernel-mode time (stime): system calls, and the network stack's work done on
+    /// the process's behalf.
+    pub kernel: Duration,
+}
+
+impl CpuTime {
+    /// The time spent since the reading `earlier`.
+    pub fn since(&self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            kernel: self.kernel.saturating_sub(earlier.kernel),
+        }
+    }
+}
+
 /// CPU time used so far by `root` and its descendants.
-pub fn cpu_time(root: u32, ticks_per_second: u64) -> Duration {
+pub fn cpu_time(root: u32, ticks_per_second: u64) -> CpuTime {
     let stats = all_processes(Path::new("/proc"));
     let members = tree(root, &stats);
-    let ticks: u64 = stats
+    let (user, kernel) = stats
         .iter()
         .filter(|s| members.contains(&s.pid))
-        .map(|s| s.utime + s.stime)
-        .sum();
-    Duration::from_secs_f64(ticks as f64 / ticks_per_second.max(1) as f64)
+        .fold((0, 0), |(u, k), s| (u + s.utime, k + s.stime));
+    let seconds =
+        |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second.max(1) as f64);
+    CpuTime {
+        user: seconds(user),
+        kernel: seconds(kernel),
+    }
 }
 
 /// CPU ticks per thread name of one process (`/proc/PID/task/*/stat`), to see where a
@@ -245,6 +269,30 @@ mod tests {
         let unlimited =
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_nofile(unlimited), Some((u64::MAX, u64::MAX)));
+    }
+
+    #[test]
+    fn system_calls_count_as_kernel_time() {
+        use std::io::Read;
+        let me = std::process::id();
+        let hz = ticks_per_second();
+        let before = cpu_time(me, hz);
+        let mut zero = std::fs::File::open("/dev/zero").unwrap();
+        let mut block = vec![1u8; 256 * 1024];
+        let started = std::time::Instant::now();
+        // Reads of /dev/zero: the kernel fills the buffer, the program does nothing.
+        let spent = loop {
+            for _ in 0..500 {
+                zero.read_exact(&mut block).unwrap();
+            }
+            let spent = cpu_time(me, hz).since(before);
+            if spent.kernel >= Duration::from_millis(100) || started.elapsed().as_secs() >= 5 {
+                break spent;
+            }
+        };
+        assert!(spent.kernel >= Duration::from_millis(100), "{spent:?}");
+        assert!(spent.kernel > spent.user, "{spent:?}");
+        assert_eq!(before.since(cpu_time(me, hz)), CpuTime::default());
     }
 
     #[test]

@@ -72,8 +72,12 @@ impl Tally {
 pub struct ProxyCpu {
     /// utime + stime of the proxy's processes, seconds.
     pub seconds: f64,
+    /// Of those, stime: kernel mode, seconds.
+    pub kernel_seconds: f64,
     /// Per request (or per connection, when each request opens one), microseconds.
     pub per_request_us: f64,
+    /// The kernel-mode part of `per_request_us`.
+    pub kernel_per_request_us: f64,
     /// Per MiB received by the load generator, milliseconds.
     pub per_mib_ms: f64,
     /// Share of one core over the window (1.0 = one core busy).
@@ -81,12 +85,16 @@ pub struct ProxyCpu {
 }
 
 impl ProxyCpu {
-    /// The CPU figures of `seconds` of proxy time against what a run did.
-    pub fn of(seconds: f64, report: &Report) -> ProxyCpu {
+    /// The CPU figures of the proxy's time (`user_seconds` in user mode,
+    /// `kernel_seconds` in the kernel) against what a run did.
+    pub fn of(user_seconds: f64, kernel_seconds: f64, report: &Report) -> ProxyCpu {
+        let seconds = user_seconds + kernel_seconds;
         let mib = report.bytes as f64 / (1024.0 * 1024.0);
         ProxyCpu {
             seconds,
+            kernel_seconds,
             per_request_us: per(seconds * 1e6, report.requests as f64),
+            kernel_per_request_us: per(kernel_seconds * 1e6, report.requests as f64),
             per_mib_ms: per(seconds * 1e3, mib),
             cores: per(seconds, report.elapsed_s),
         }
@@ -223,8 +231,8 @@ impl Report {
         if let Some(cpu) = &self.proxy_cpu {
             let _ = writeln!(
                 out,
-                "  proxy cpu  {:.1} µs/request, {:.2} ms/MiB, {:.2} cores",
-                cpu.per_request_us, cpu.per_mib_ms, cpu.cores
+                "  proxy cpu  {:.1} µs/request (kernel {:.1}), {:.2} ms/MiB, {:.2} cores",
+                cpu.per_request_us, cpu.kernel_per_request_us, cpu.per_mib_ms, cpu.cores
             );
         }
         out
@@ -305,7 +313,7 @@ mod tests {
             2.0,
             sample(),
         );
-        r.proxy_cpu = Some(ProxyCpu::of(0.001, &r));
+        r.proxy_cpu = Some(ProxyCpu::of(0.0006, 0.0004, &r));
         let text = r.human();
         assert!(
             text.starts_with(
@@ -324,7 +332,10 @@ mod tests {
         assert!(text.contains("p50 500µs"), "{text}");
         assert!(text.contains("send to answer: p50"), "{text}");
         assert!(text.contains("errors     status_502 1"), "{text}");
-        assert!(text.contains("proxy cpu  250.0 µs/request"), "{text}");
+        assert!(
+            text.contains("proxy cpu  250.0 µs/request (kernel 100.0)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -355,8 +366,10 @@ mod tests {
             t.record(Outcome::Ok(1024 * 1024), timing(10));
         }
         let r = Report::new("x", String::new(), 1, None, 10.0, t);
-        let cpu = ProxyCpu::of(0.5, &r);
+        let cpu = ProxyCpu::of(0.2, 0.3, &r);
         assert!((cpu.per_request_us - 500.0).abs() < 1e-6);
+        assert!((cpu.kernel_per_request_us - 300.0).abs() < 1e-6);
+        assert!((cpu.seconds - 0.5).abs() < 1e-12);
         assert!((cpu.per_mib_ms - 0.5).abs() < 1e-9);
         assert!((cpu.cores - 0.05).abs() < 1e-9);
     }

@@ -31,6 +31,8 @@ pub struct Medians {
     pub errors: u64,
     /// Proxy CPU per request (per connection when each request opens one), µs.
     pub cpu_per_request_us: Option<f64>,
+    /// The kernel-mode part of it, µs.
+    pub kernel_per_request_us: Option<f64>,
     /// Proxy CPU per MiB received, ms.
     pub cpu_per_mib_ms: Option<f64>,
     /// Proxy cores busy.
@@ -73,6 +75,7 @@ impl Medians {
             max_us: m(&|r| r.latency.max_us as f64) as u64,
             errors: runs.iter().map(|r| r.errors).sum(),
             cpu_per_request_us: cpu(&|c| c.per_request_us),
+            kernel_per_request_us: cpu(&|c| c.kernel_per_request_us),
             cpu_per_mib_ms: cpu(&|c| c.per_mib_ms),
             cpu_cores: cpu(&|c| c.cores),
         }
@@ -102,14 +105,14 @@ pub fn markdown(rows: &[Row<'_>]) -> String {
         .find(|r| r.name == "gateway")
         .and_then(|r| r.medians.ok());
     let mut out = String::from(
-        "| target | req/s | MiB/s | p50 | p90 | p99 | p99.9 | max | errors | proxy CPU µs/req | proxy CPU ms/MiB | proxy cores | req/s ÷ gw | CPU/req ÷ gw | p99 ÷ gw |\n\
-         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
+        "| target | req/s | MiB/s | p50 | p90 | p99 | p99.9 | max | errors | proxy CPU µs/req | of it kernel | proxy CPU ms/MiB | proxy cores | req/s ÷ gw | CPU/req ÷ gw | p99 ÷ gw |\n\
+         |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for row in rows {
         let m = match row.medians {
             Ok(m) => m,
             Err(why) => {
-                let _ = writeln!(out, "| {} | {why} |||||||||||||| ", row.name);
+                let _ = writeln!(out, "| {} | {why} ||||||||||||||| ", row.name);
                 continue;
             }
         };
@@ -119,7 +122,7 @@ pub fn markdown(rows: &[Row<'_>]) -> String {
         let _ =
             writeln!(
             out,
-            "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             row.name,
             m.requests_per_s,
             m.bytes_per_s / (1024.0 * 1024.0),
@@ -130,6 +133,7 @@ pub fn markdown(rows: &[Row<'_>]) -> String {
             format_micros(m.max_us),
             m.errors,
             opt(m.cpu_per_request_us, 1),
+            opt(m.kernel_per_request_us, 1),
             opt(m.cpu_per_mib_ms, 2),
             opt(m.cpu_cores, 2),
             ratio(Some(m.requests_per_s), gateway.map(|g| g.requests_per_s)),
@@ -161,7 +165,8 @@ mod tests {
             );
         }
         let mut r = Report::new("x", String::new(), 1, None, 1.0, t);
-        r.proxy_cpu = cpu_s.map(|s| ProxyCpu::of(s, &r));
+        // A fifth of the proxy's time in user mode, the rest in the kernel.
+        r.proxy_cpu = cpu_s.map(|s| ProxyCpu::of(s * 0.2, s * 0.8, &r));
         r
     }
 
@@ -183,8 +188,9 @@ mod tests {
         assert_eq!(m.runs, 3);
         assert_eq!(m.requests_per_s, 200.0);
         assert_eq!(m.p50_us, 700);
-        // CPU per request: 20, 10, 50 µs → 20.
+        // CPU per request: 20, 10, 50 µs → 20, of it in the kernel 16, 8, 40 → 16.
         assert!((m.cpu_per_request_us.unwrap() - 20.0).abs() < 1e-9);
+        assert!((m.kernel_per_request_us.unwrap() - 16.0).abs() < 1e-9);
         assert_eq!(m.errors, 0);
         assert!(Medians::of(&[report(1, 1, None)])
             .cpu_per_request_us
@@ -225,7 +231,7 @@ mod tests {
             lines[3]
         );
         // nginx: 200 req/s, 15 µs/req against the gateway's 20, p99 1 ms against 500 µs.
-        assert!(lines[4].contains("| 15.0 |"), "{}", lines[4]);
+        assert!(lines[4].contains("| 15.0 | 12.0 |"), "{}", lines[4]);
         assert!(
             lines[4].ends_with("| 2.00× | 0.75× | 2.00× |"),
             "{}",

@@ -231,7 +231,7 @@ impl Running {
     }
 
     /// CPU time the proxy's processes used so far; `None` for the direct path.
-    pub fn cpu_time(&self) -> Option<Duration> {
+    pub fn cpu_time(&self) -> Option<proc_stat::CpuTime> {
         let pid = self.child.as_ref()?.id();
         Some(proc_stat::cpu_time(pid, self.ticks))
     }

@@ -92,6 +92,40 @@ pub struct History {
     pub versions: Vec<HistoryEntry>,
 }
 
+/// `GET /fleet`: every live replica sharing this policy store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    /// The store, e.g. `etcd http://10.0.0.1:2379 prefix /egress/`.
+    pub store: String,
+    /// The latest policy revision the answering replica has seen.
+    pub latest: u64,
+    /// The replica that answered.
+    pub answered_by: String,
+    /// Live replicas, by id.
+    pub members: Vec<FleetMember>,
+}
+
+/// One replica of a [`Fleet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetMember {
+    /// Its id (bootstrap `id`, default the host name).
+    pub id: String,
+    /// Its admin API.
+    pub admin: String,
+    /// Listener name → bound address.
+    pub listeners: std::collections::BTreeMap<String, String>,
+    /// The policy version it serves.
+    pub version: u64,
+    /// Whether that is the latest revision.
+    pub converged: bool,
+    /// Its build.
+    pub build: String,
+    /// When it started.
+    pub started: String,
+    /// Whether it is draining.
+    pub draining: bool,
+}
+
 /// One version of the policy set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {

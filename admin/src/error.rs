@@ -37,6 +37,9 @@ pub enum ControlError {
     /// Something failed inside the gateway. → 500
     #[error("{0}")]
     Internal(String),
+    /// The policy store (etcd) cannot be reached; nothing changed. → 503
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// An error response: a status, the JSON body, and extra headers where HTTP wants them.
@@ -85,6 +88,7 @@ impl From<ControlError> for ApiError {
             ControlError::ReadOnly(_) => StatusCode::CONFLICT,
             ControlError::NotFound(_) => StatusCode::NOT_FOUND,
             ControlError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ControlError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
         let details = match &e {
             ControlError::Invalid { details, .. } => details.clone(),

@@ -22,8 +22,8 @@ use axum::Router;
 use tokio::sync::broadcast;
 
 use api::{
-    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, DrainReport, Format, History,
-    PolicyView, WriteOptions,
+    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, DrainReport, Fleet, Format,
+    History, PolicyView, WriteOptions,
 };
 pub use auth::Tokens;
 pub use error::ControlError;
@@ -38,6 +38,23 @@ pub const DEFAULT_BODY_LIMIT: usize = 4 * 1024 * 1024;
 pub trait Control: Send + Sync + 'static {
     /// Whether the gateway takes traffic: a policy is loaded and it is not draining.
     fn ready(&self) -> bool;
+    /// What `/readyz` adds below its first line: the policy store's state, refused
+    /// changes, listeners that could not bind. Empty when all is well.
+    fn details(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Every replica sharing the policy store (a gateway with a store of its own is a
+    /// fleet of one).
+    ///
+    /// Fails when the store cannot say.
+    fn fleet(&self) -> Result<Fleet, ControlError> {
+        Ok(Fleet {
+            store: String::new(),
+            latest: 0,
+            answered_by: String::new(),
+            members: Vec::new(),
+        })
+    }
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
     /// The policy set in force, as one document in `format`, with its version.

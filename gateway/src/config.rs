@@ -32,10 +32,83 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// The gateway's own logs.
     pub log: LogConfig,
+    /// Where the policy lives: the policy directory (default) or etcd, for a fleet.
+    pub store: StoreConfig,
+    /// This replica's name in the fleet (default: the host name).
+    pub id: Option<String>,
+    /// Every listener binds this address (with its declared port) instead of the
+    /// policy's: several replicas sharing one policy on one host, each on its own address.
+    pub bind_address: Option<std::net::IpAddr>,
+    /// After SIGTERM or a drain, listeners keep accepting this long while readiness
+    /// already says 503, so load balancers stop sending first.
+    #[serde(with = "humantime_serde_compat")]
+    pub drain_delay: Duration,
+    /// Runtime worker threads (default: the cores the process may run on; 1 runs
+    /// everything on one thread).
+    pub workers: Option<usize>,
+    /// Seed an empty etcd prefix from this policy directory (`--seed-from`).
+    #[serde(skip)]
+    pub seed_from: Option<PathBuf>,
     /// Bind every listener on this address with an ephemeral port instead of what the
     /// policy declares: how tests run many gateways side by side.
     #[serde(skip)]
     pub listen_override: Option<std::net::IpAddr>,
+}
+
+/// `store:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// The etcd policy store; absent = the policy directory.
+    pub etcd: Option<EtcdConfig>,
+}
+
+/// `store: {etcd: ...}`: the policy set shared by a fleet through etcd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EtcdConfig {
+    /// Client URLs, e.g. `http://10.0.0.1:2379`.
+    pub endpoints: Vec<String>,
+    /// Every key of the policy set lives under this prefix.
+    pub prefix: String,
+    /// Client TLS (`https://` endpoints).
+    pub tls: Option<EtcdTls>,
+    /// etcd user name (with `password_file`).
+    pub username: Option<String>,
+    /// A file holding the user's password.
+    pub password_file: Option<PathBuf>,
+    /// How long connecting (and each request) may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub dial_timeout: Duration,
+    /// The last applied policy is kept here, so a replica that starts while etcd is
+    /// down serves it.
+    pub cache_dir: PathBuf,
+}
+
+/// `store.etcd.tls`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdTls {
+    /// The CA that signed etcd's server certificate (PEM).
+    pub ca: PathBuf,
+    /// A client certificate (PEM), when etcd asks for one.
+    pub cert: Option<PathBuf>,
+    /// Its key (PEM).
+    pub key: Option<PathBuf>,
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: vec!["http://127.0.0.1:2379".to_owned()],
+            prefix: "/egress/".to_owned(),
+            tls: None,
+            username: None,
+            password_file: None,
+            dial_timeout: Duration::from_secs(5),
+            cache_dir: PathBuf::from("policy-cache"),
+        }
+    }
 }
 
 /// `admin:`.
@@ -121,6 +194,12 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             drain_timeout: Duration::from_secs(30),
             log: LogConfig::default(),
+            store: StoreConfig::default(),
+            id: None,
+            bind_address: None,
+            drain_delay: Duration::from_secs(5),
+            workers: None,
+            seed_from: None,
             listen_override: None,
         }
     }
@@ -239,6 +318,36 @@ impl Config {
                 "audit.buffer_lines: must be at least 1".to_owned(),
             ));
         }
+        if let Some(etcd) = &self.store.etcd {
+            if etcd.endpoints.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "store.etcd.endpoints: name at least one etcd client URL".to_owned(),
+                ));
+            }
+            if !etcd.prefix.starts_with('/') {
+                return Err(ConfigError::Invalid(format!(
+                    "store.etcd.prefix: {:?} must start with /",
+                    etcd.prefix
+                )));
+            }
+            if etcd.username.is_some() != etcd.password_file.is_some() {
+                return Err(ConfigError::Invalid(
+                    "store.etcd: username and password_file go together".to_owned(),
+                ));
+            }
+            if let Some(tls) = &etcd.tls {
+                if tls.cert.is_some() != tls.key.is_some() {
+                    return Err(ConfigError::Invalid(
+                        "store.etcd.tls: cert and key go together".to_owned(),
+                    ));
+                }
+            }
+        }
+        if self.workers == Some(0) {
+            return Err(ConfigError::Invalid(
+                "workers: must be at least 1".to_owned(),
+            ));
+        }
         if self.audit.path.is_empty() {
             return Err(ConfigError::Invalid(
                 "audit.path: empty; use \"-\" for standard output".to_owned(),
@@ -297,6 +406,20 @@ drain_timeout: 30s
         let text = err.to_string();
         assert!(text.starts_with("g.yaml:2:"), "{text}");
         assert!(text.contains("admn"), "{text}");
+    }
+
+    #[test]
+    fn etcd_store_parses_with_defaults() {
+        let text = "store: {etcd: {endpoints: [\"http://127.0.0.1:2379\"]}}\nbind_address: 127.0.0.2\ndrain_delay: 0s\n";
+        let c = Config::from_yaml(text, Path::new("g.yaml")).unwrap();
+        let etcd = c.store.etcd.unwrap();
+        assert_eq!(etcd.prefix, "/egress/");
+        assert_eq!(etcd.dial_timeout, Duration::from_secs(5));
+        assert_eq!(c.bind_address, Some("127.0.0.2".parse().unwrap()));
+        assert_eq!(c.drain_delay, Duration::ZERO);
+        let err =
+            Config::from_yaml("store: {etcd: {endpoints: []}}\n", Path::new("g.yaml")).unwrap_err();
+        assert!(err.to_string().contains("store.etcd.endpoints"), "{err}");
     }
 
     #[test]

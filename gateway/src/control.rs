@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use egress_admin::api::{
-    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, Detail, DrainReport, Format,
-    History, HistoryEntry, PolicyText, PolicyView, WriteOptions,
+    Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, Detail, DrainReport, Fleet,
+    FleetMember, Format, History, HistoryEntry, PolicyText, PolicyView, WriteOptions,
 };
 use egress_admin::ControlError;
 use tokio::sync::broadcast;
@@ -45,11 +45,66 @@ pub struct GatewayControl {
     pub metrics: Metrics,
     /// How long a drain waits for work in flight.
     pub drain_timeout: Duration,
+    /// The running listeners, for `/readyz` details.
+    pub listeners: Arc<crate::app::RunningListeners>,
 }
 
 impl egress_admin::Control for GatewayControl {
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        self.ready.load(Ordering::Acquire) && self.store.loaded()
+    }
+
+    fn details(&self) -> Vec<String> {
+        let mut out = self.store.details();
+        out.extend(self.listeners.details());
+        out
+    }
+
+    fn fleet(&self) -> Result<Fleet, ControlError> {
+        let Some(etcd) = self.store.etcd() else {
+            // A store of its own: a fleet of one, converged by definition.
+            let version = self.store.version();
+            return Ok(Fleet {
+                store: self.store.describe(),
+                latest: version,
+                answered_by: "this gateway".to_owned(),
+                members: vec![FleetMember {
+                    id: "this gateway".to_owned(),
+                    admin: String::new(),
+                    listeners: self
+                        .listeners
+                        .addrs()
+                        .into_iter()
+                        .map(|(name, addr)| (name, addr.to_string()))
+                        .collect(),
+                    version,
+                    converged: true,
+                    build: env!("CARGO_PKG_VERSION").to_owned(),
+                    started: String::new(),
+                    draining: !self.ready.load(Ordering::Acquire),
+                }],
+            });
+        };
+        let latest = etcd.latest().max(self.store.version());
+        Ok(Fleet {
+            store: self.store.describe(),
+            latest,
+            answered_by: etcd.id().to_owned(),
+            members: etcd
+                .members()
+                .into_iter()
+                .map(|m| FleetMember {
+                    converged: m.version == latest,
+                    id: m.id,
+                    admin: m.admin,
+                    listeners: m.listeners,
+                    version: m.version,
+                    build: m.build,
+                    started: m.started,
+                    draining: m.draining,
+                })
+                .collect(),
+        })
     }
 
     fn metrics(&self) -> String {
@@ -58,6 +113,16 @@ impl egress_admin::Control for GatewayControl {
         let refused = self.store.rejected();
         if refused > rejected.get() {
             rejected.inc_by(refused - rejected.get());
+        }
+        if let Some(etcd) = self.store.etcd() {
+            self.metrics.store_up.set(i64::from(etcd.up()));
+            self.metrics
+                .fleet_members
+                .set(i64::try_from(etcd.members().len()).unwrap_or(i64::MAX));
+            let lag = etcd.latest().saturating_sub(self.store.version());
+            self.metrics
+                .revision_lag
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
         self.metrics.render()
     }
@@ -81,7 +146,7 @@ impl egress_admin::Control for GatewayControl {
                 &options.author,
                 options.if_match,
                 options.dry_run,
-                |current| candidate(change, current, store),
+                |current| candidate(change.clone(), current, store),
             )
             .map_err(control_error)?;
         Ok(Applied {
@@ -223,7 +288,7 @@ fn candidate(
             Ok(generated(to_yaml(&doc, WRITTEN), None))
         }
         Change::Rollback(version) => {
-            let files = store.kept(version).ok_or_else(|| {
+            let files = store.kept(version)?.ok_or_else(|| {
                 WriteError::NotFound(format!(
                     "version {version} is not kept; GET /policy/history lists the versions kept"
                 ))
@@ -259,6 +324,7 @@ fn control_error(e: WriteError) -> ControlError {
         WriteError::ReadOnly(m) => ControlError::ReadOnly(m),
         WriteError::NotFound(m) => ControlError::NotFound(m),
         WriteError::Io(m) => ControlError::Internal(m),
+        WriteError::Unavailable(m) => ControlError::Unavailable(m),
     }
 }
 

@@ -70,6 +70,7 @@ pub const ROUTES: &[RouteSpec] = &[
     guarded("/connections", &["GET"]),
     guarded("/audit/tail", &["GET"]),
     guarded("/drain", &["POST"]),
+    guarded("/fleet", &["GET"]),
     guarded("/openapi.json", &["GET"]),
 ];
 
@@ -104,6 +105,7 @@ fn handlers(path: &str) -> MethodRouter<Shared> {
         "/connections" => get(ops::connections),
         "/audit/tail" => get(ops::audit_tail),
         "/drain" => post(ops::drain),
+        "/fleet" => get(ops::fleet),
         _ => MethodRouter::new(),
     }
 }

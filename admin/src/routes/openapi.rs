@@ -25,6 +25,7 @@ fn error_responses(codes: &[&str]) -> Value {
             "401" => "missing or wrong bearer token",
             "404" => "no such rule or version",
             "409" => "read-only store",
+            "503" => "the policy store (etcd) is unreachable; nothing changed",
             "412" => "If-Match names a version no longer in force",
             "413" => "body over the size limit",
             "415" => "body neither YAML nor JSON",
@@ -39,7 +40,7 @@ fn error_responses(codes: &[&str]) -> Value {
 }
 
 fn write_op(summary: &str, body: Option<&str>, params: Value) -> Value {
-    let mut responses = error_responses(&["400", "401", "404", "409", "412", "413", "415"]);
+    let mut responses = error_responses(&["400", "401", "404", "409", "412", "413", "415", "503"]);
     responses["200"] = json!({
         "description": "the version in force afterwards, and what changed",
         "headers": {"ETag": {"schema": {"type": "string"}}},
@@ -107,7 +108,8 @@ pub fn document() -> Value {
         },
         "paths": {
             "/healthz": {"get": read_op("alive", "text/plain", false)},
-            "/readyz": {"get": read_op("ready: 503 while draining or before the first policy loads", "text/plain", false)},
+            "/readyz": {"get": read_op("ready: 503 while draining or before the first policy loads; lines after the first say how the policy store is (etcd unreachable, refused changes) and which listeners could not bind", "text/plain", false)},
+            "/fleet": {"get": read_op("every live replica sharing the etcd policy store: id, admin, listeners, version, converged, draining (with the file store: this gateway alone)", "application/json", true)},
             "/metrics": {"get": read_op("Prometheus text exposition", "text/plain", false)},
             "/openapi.json": {"get": read_op("this document", "application/json", true)},
             "/policy": {

@@ -18,15 +18,28 @@ pub async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// `ready` or `not ready: ...`, then one line per detail (the store's state, refused
+/// changes, unbound listeners): the store being down does not make a gateway unready.
 pub async fn readyz(State(state): State<Shared>) -> Response {
-    if state.control.ready() {
-        (StatusCode::OK, "ready\n").into_response()
+    let (status, mut text) = if state.control.ready() {
+        (StatusCode::OK, "ready\n".to_owned())
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: draining or no policy loaded\n",
+            "not ready: draining or no policy loaded\n".to_owned(),
         )
-            .into_response()
+    };
+    for line in state.control.details() {
+        text.push_str(&line);
+        text.push('\n');
+    }
+    (status, text).into_response()
+}
+
+pub async fn fleet(State(state): State<Shared>) -> Response {
+    match state.control.fleet() {
+        Ok(fleet) => Json(fleet).into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

@@ -4,8 +4,13 @@
 //! request or connection at hand; a reload compiles the whole directory and swaps the
 //! new policy in, or changes nothing and reports every error. Admin writes ([`write`])
 //! go through the same lock, and every version is recorded in [`history`].
+//!
+//! The set comes from one of three places ([`Backing`]): memory (tests), the policy
+//! directory (the default, watched with inotify), or etcd, shared by a fleet
+//! ([`etcd`]). Readers never know which.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -19,6 +24,7 @@ use super::edit::{merge, summarize};
 use super::{compile, Policy, PolicyError, PolicyErrors, PolicyFile};
 use history::{Kept, VersionMeta, Versions};
 
+pub mod etcd;
 pub mod history;
 pub mod write;
 
@@ -88,11 +94,24 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
     }
 }
 
-/// The policy in force, with its version (1 for the first, +1 per applied change).
+/// Where a store's set comes from.
+#[derive(Debug)]
+pub enum Backing {
+    /// A policy in memory: no reload, no write.
+    Memory,
+    /// The policy directory.
+    Dir(PathBuf),
+    /// etcd, shared by a fleet.
+    Etcd(Arc<etcd::Etcd>),
+}
+
+/// The policy in force, with its version (the directory's: 1 for the first, +1 per
+/// applied change; etcd's: the revision of the set).
 #[derive(Debug)]
 pub struct PolicyStore {
-    /// `None` for a store made from a policy in memory.
-    dir: Option<PathBuf>,
+    backing: Backing,
+    /// Whether a policy was ever loaded (etcd: not before the first read or cache).
+    loaded: AtomicBool,
     current: ArcSwap<Policy>,
     version: watch::Sender<u64>,
     /// Reloads and writes compile and swap one at a time, so versions follow the order
@@ -137,7 +156,7 @@ impl PolicyStore {
                 files,
             });
         }
-        let store = Self::new(Some(dir), policy, Versions::new(kept, keep));
+        let store = Self::new(Backing::Dir(dir), policy, Versions::new(kept, keep));
         Ok(Arc::new(store))
     }
 
@@ -157,16 +176,39 @@ impl PolicyStore {
             files: history::basenames(&policy.sources),
         };
         Arc::new(Self::new(
-            None,
+            Backing::Memory,
             policy,
             Versions::new(vec![first], HISTORY_LIMIT),
         ))
     }
 
-    fn new(dir: Option<PathBuf>, policy: Policy, versions: Versions) -> Self {
+    /// A store following etcd, serving `first` (from etcd or the cache) until etcd says
+    /// otherwise; with `None` it serves nothing and is not [`loaded`](Self::loaded).
+    /// The history is etcd's: only the version in force is kept here.
+    pub fn from_etcd(etcd: Arc<etcd::Etcd>, first: Option<(Policy, VersionMeta)>) -> Arc<Self> {
+        let loaded = first.is_some();
+        let (policy, kept) = match first {
+            Some((policy, meta)) => {
+                let files = history::basenames(&policy.sources);
+                (policy, vec![Kept { meta, files }])
+            }
+            None => (Policy::empty(), Vec::new()),
+        };
+        let store = Self::new(Backing::Etcd(etcd), policy, Versions::new(kept, 1));
+        store
+            .loaded
+            .store(loaded, std::sync::atomic::Ordering::Release);
+        if !loaded {
+            store.version.send_replace(0);
+        }
+        Arc::new(store)
+    }
+
+    fn new(backing: Backing, policy: Policy, versions: Versions) -> Self {
         let version = versions.current().map_or(1, |k| k.meta.version);
         Self {
-            dir,
+            backing,
+            loaded: AtomicBool::new(true),
             current: ArcSwap::from_pointee(policy),
             version: watch::Sender::new(version),
             reloading: Mutex::new(()),
@@ -181,12 +223,92 @@ impl PolicyStore {
 
     /// The versions kept, newest first: who applied each, when, and what it changed.
     pub fn history(&self) -> Vec<VersionMeta> {
-        self.versions().list()
+        match &self.backing {
+            Backing::Etcd(etcd) => etcd.history(self.version()),
+            _ => self.versions().list(),
+        }
     }
 
-    /// The files of a kept version (named by file name alone), for a rollback.
-    pub fn kept(&self, version: u64) -> Option<Vec<PolicyFile>> {
-        self.versions().get(version).map(|k| k.files.clone())
+    /// The files of a kept version (named by file name alone), for a rollback. Call it
+    /// off the runtime's threads: with etcd it waits for the pieces.
+    ///
+    /// Fails when etcd is unreachable.
+    pub fn kept(&self, version: u64) -> Result<Option<Vec<PolicyFile>>, write::WriteError> {
+        match &self.backing {
+            Backing::Etcd(etcd) => {
+                let handle = tokio::runtime::Handle::try_current()
+                    .map_err(|e| write::WriteError::Io(e.to_string()))?;
+                handle
+                    .block_on(etcd.version_files(version))
+                    .map_err(|e| write::WriteError::Unavailable(e.to_string()))
+            }
+            _ => Ok(self.versions().get(version).map(|k| k.files.clone())),
+        }
+    }
+
+    /// Where the set comes from.
+    pub fn backing(&self) -> &Backing {
+        &self.backing
+    }
+
+    /// The etcd side, when the set comes from etcd.
+    pub fn etcd(&self) -> Option<&Arc<etcd::Etcd>> {
+        match &self.backing {
+            Backing::Etcd(etcd) => Some(etcd),
+            _ => None,
+        }
+    }
+
+    /// Whether a policy is loaded: false only for an etcd store that has read nothing
+    /// yet (etcd unreachable with no cache, or an empty prefix).
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Where the set comes from, for people: the directory, or etcd's endpoints and prefix.
+    pub fn describe(&self) -> String {
+        match &self.backing {
+            Backing::Memory => "memory".to_owned(),
+            Backing::Dir(dir) => dir.display().to_string(),
+            Backing::Etcd(etcd) => format!("etcd {} prefix {}", etcd.endpoints(), etcd.prefix()),
+        }
+    }
+
+    /// Lines for `/readyz` details: the store's state and any refused change.
+    pub fn details(&self) -> Vec<String> {
+        match &self.backing {
+            Backing::Etcd(etcd) => {
+                let mut out = etcd.details();
+                if !self.loaded() {
+                    out.insert(0, "not ready: no policy loaded yet (the etcd prefix is empty, or etcd is unreachable and there is no cache)".to_owned());
+                }
+                out
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Puts `policy` in force as the version `meta` records unless that version (or a
+    /// later one) is in force already: a writer and the watch both see each change, and
+    /// whichever comes second changes nothing. Returns whether it was applied.
+    pub fn install(&self, policy: Policy, meta: VersionMeta) -> bool {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if self.loaded() && meta.version <= self.version() {
+            return false;
+        }
+        self.swap(policy, meta);
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
+        true
+    }
+
+    /// Counts a change that was refused.
+    pub(crate) fn count_rejected(&self) {
+        self.rejected
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The policy in force. Lock-free; keep the snapshot for the work at hand.
@@ -204,9 +326,12 @@ impl PolicyStore {
         self.version.subscribe()
     }
 
-    /// The policy directory (empty for a store made with [`from_policy`](Self::from_policy)).
+    /// The policy directory (empty unless the set comes from one).
     pub fn dir(&self) -> &Path {
-        self.dir.as_deref().unwrap_or(Path::new(""))
+        match &self.backing {
+            Backing::Dir(dir) => dir,
+            _ => Path::new(""),
+        }
     }
 
     /// How many changes of the directory were refused (the old policy kept serving).
@@ -224,7 +349,7 @@ impl PolicyStore {
 
     /// [`reload`](Self::reload), also saying whether anything changed.
     fn reload_changed(&self) -> Result<(u64, bool), PolicyErrors> {
-        let Some(dir) = &self.dir else {
+        let Backing::Dir(dir) = &self.backing else {
             return Err(PolicyErrors(vec![PolicyError {
                 file: String::new(),
                 line: None,
@@ -282,9 +407,10 @@ impl PolicyStore {
     ///
     /// Fails when the directory cannot be watched (or the store has none).
     pub fn watch(self: &Arc<Self>) -> Result<PolicyWatcher, notify::Error> {
-        let Some(dir) = self.dir.clone() else {
+        let Backing::Dir(dir) = &self.backing else {
             return Err(notify::Error::generic("the policy store has no directory"));
         };
+        let dir = dir.clone();
         let (tx, rx) = mpsc::channel();
         let events = tx.clone();
         let filter_dir = dir.clone();
@@ -330,8 +456,7 @@ impl PolicyStore {
                 Ok((version, true)) => tracing::info!(version, %dir, "policy applied"),
                 Ok((_, false)) => {}
                 Err(errors) => {
-                    self.rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.count_rejected();
                     let count = errors.0.len();
                     tracing::warn!(%dir, count, "policy change refused; the previous policy keeps serving");
                     for error in &errors.0 {

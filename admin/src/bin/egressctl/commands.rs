@@ -63,17 +63,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Connections => ctl.connections().await,
         Command::Logs { follow: _, filter } => ctl.logs(filter).await,
         Command::Drain => ctl.drain().await,
+        Command::Fleet { wait } => ctl.fleet(wait).await,
     }
 }
 
-struct Ctl {
+pub(super) struct Ctl {
     client: Client,
-    output: Output,
+    pub(super) output: Output,
     has_token: bool,
 }
 
 impl Ctl {
-    async fn get(&self, path: &str, accept: &str) -> Result<Reply, Failure> {
+    pub(super) async fn get(&self, path: &str, accept: &str) -> Result<Reply, Failure> {
         let headers = [(ACCEPT, accept.to_owned())];
         let reply = self
             .client
@@ -131,6 +132,8 @@ impl Ctl {
             .send(Method::GET, "/readyz", &[], None, TIMEOUT)
             .await?;
         let is_ready = ready.status == StatusCode::OK;
+        // Lines after the first say how the policy store is and what was refused.
+        let details: Vec<String> = ready.text().lines().skip(1).map(str::to_owned).collect();
         let mut history = None;
         let mut connections = None;
         if self.has_token {
@@ -147,6 +150,7 @@ impl Ctl {
                     "ready": is_ready,
                     "version": history.as_ref().map(|h| h.current),
                     "connections": connections,
+                    "details": details,
                 })
             ),
             Output::Table => print!(
@@ -155,7 +159,8 @@ impl Ctl {
                     self.client.authority(),
                     is_ready,
                     history.as_ref(),
-                    connections
+                    connections,
+                    &details,
                 )
             ),
         }

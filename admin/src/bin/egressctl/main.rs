@@ -2,6 +2,7 @@
 //! scripts; every failure exits non-zero with a message that says what to do.
 
 mod commands;
+mod fleet;
 mod input;
 mod show;
 
@@ -76,6 +77,13 @@ enum Command {
     },
     /// Stop accepting, let work in flight finish, and report.
     Drain,
+    /// Every replica sharing the etcd policy store, and whether they serve the same
+    /// version. Exit 0 once all have converged, 1 when they still disagree after --wait.
+    Fleet {
+        /// How long replicas may disagree before this fails (e.g. 10s; 0s = no waiting).
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]

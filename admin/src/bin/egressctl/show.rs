@@ -36,6 +36,7 @@ pub fn status(
     ready: bool,
     history: Option<&History>,
     connections: Option<usize>,
+    details: &[String],
 ) -> String {
     let mut out = format!("admin:        {admin}\n");
     let _ = writeln!(
@@ -66,6 +67,9 @@ pub fn status(
     }
     if let Some(n) = connections {
         let _ = writeln!(out, "connections:  {n} open");
+    }
+    for line in details {
+        let _ = writeln!(out, "{line}");
     }
     out
 }

@@ -57,6 +57,9 @@ pub enum WriteError {
     /// Writing failed for another reason.
     #[error("{0}")]
     Io(String),
+    /// The store (etcd) cannot be reached; nothing changed.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// The outcome of a write.
@@ -72,7 +75,8 @@ pub struct Written {
 
 impl PolicyStore {
     /// Applies the set `prepare` makes from the policy in force, for `author`, when the
-    /// version in force is `if_match` (if given): compiled, swapped in, and written as
+    /// version in force is `if_match` (if given; etcd may call `prepare` again after
+    /// losing a race without one): compiled, swapped in, and written as
     /// the directory's one `policy.yaml`. A dry run stops after compiling; a set equal
     /// to the one in force changes nothing.
     ///
@@ -83,12 +87,18 @@ impl PolicyStore {
         author: &str,
         if_match: Option<u64>,
         dry_run: bool,
-        prepare: impl FnOnce(&Policy) -> Result<Candidate, WriteError>,
+        mut prepare: impl FnMut(&Policy) -> Result<Candidate, WriteError>,
     ) -> Result<Written, WriteError> {
-        let Some(dir) = &self.dir else {
-            return Err(WriteError::ReadOnly(
-                "this policy is not kept in a directory".to_owned(),
-            ));
+        let dir = match &self.backing {
+            super::Backing::Dir(dir) => dir,
+            super::Backing::Etcd(etcd) => {
+                return super::etcd::write::write(self, etcd, author, if_match, dry_run, prepare)
+            }
+            super::Backing::Memory => {
+                return Err(WriteError::ReadOnly(
+                    "this policy is not kept in a directory".to_owned(),
+                ))
+            }
         };
         let _one_at_a_time = self
             .reloading

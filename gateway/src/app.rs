@@ -1,5 +1,9 @@
 //! Wiring and lifecycle: build the parts from the bootstrap config, start the listeners
-//! and the admin API, follow policy changes, and drain on shutdown.
+//! and the admin API, follow policy changes (listeners included), and drain on shutdown.
+
+mod listeners;
+
+pub use listeners::Listeners as RunningListeners;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,12 +21,14 @@ use crate::config::{Config, DEFAULT_POLICY};
 use crate::connections::Connections;
 use crate::control::GatewayControl;
 use crate::egress::Egress;
-use crate::listen::{self, Context, ListenError};
+use crate::listen::{Context, ListenError};
 use crate::metrics::Metrics;
+use crate::policy::store::etcd::{self, follow::OpenError, Etcd};
 use crate::policy::store::{PolicyStore, PolicyWatcher};
 use crate::policy::PolicyErrors;
 use crate::resolve::{ResolveError, Resolver};
 use crate::upstream::Pool;
+use listeners::Listeners;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +72,12 @@ pub enum StartError {
     /// The policy directory cannot be watched.
     #[error("cannot watch the policy directory: {0}")]
     Watch(#[from] notify::Error),
+    /// The etcd store could not be set up.
+    #[error("store.etcd: {0}")]
+    Etcd(String),
+    /// The seed for an empty etcd prefix is invalid.
+    #[error(transparent)]
+    Seed(#[from] OpenError),
     /// Metrics could not be registered.
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -103,17 +115,17 @@ pub struct Gateway {
     ctx: Arc<Context>,
     store: Arc<PolicyStore>,
     sink: Arc<AuditSink>,
-    listeners: BTreeMap<String, SocketAddr>,
+    listeners: Arc<Listeners>,
     admin_addr: SocketAddr,
-    accepting: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
     drain_timeout: Duration,
+    drain_delay: Duration,
     audit_path: String,
     token_file: PathBuf,
     /// Stops the admin API, after draining: it answers `/readyz` (503) while work drains.
     admin_stop: CancellationToken,
-    _watcher: PolicyWatcher,
+    _watcher: Option<PolicyWatcher>,
 }
 
 /// The admin tokens: `admin.token_file`, or `admin.token` in the working directory,
@@ -164,8 +176,7 @@ fn audit_targets(config: &Config) -> Vec<AuditTarget> {
 /// Fails when the policy is invalid, a port is taken, or the audit log cannot be opened;
 /// the error names the file, line, port or path.
 pub async fn start(config: Config) -> Result<Gateway, StartError> {
-    seed_policy_dir(&config.policies)?;
-    let store = PolicyStore::open_keeping(config.policies.clone(), config.admin.history)?;
+    let store = open_store(&config).await?;
     let (tokens, token_file) = admin_tokens(&config)?;
     let format = AuditFormat::parse(&config.audit.format)?;
     let sink = Arc::new(
@@ -181,10 +192,11 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     metrics
         .policy_version
         .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
+    metrics.store_up.set(1);
     let resolver = Resolver::new(&config.dns.servers)?;
     let ctx = Arc::new(Context {
         egress: Egress {
-            store: Arc::clone(&store),
+            store: Arc::clone(&store.store),
             resolver,
             pool: Pool::new(),
             metrics: metrics.clone(),
@@ -200,42 +212,43 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         audit_flush_interval: config.audit.flush_interval,
     });
 
-    let policy = store.current();
-    let mut bound = Vec::new();
-    for spec in policy.listeners() {
-        let listener = listen::bind(spec, config.listen_override).await?;
-        bound.push((spec.clone(), listener));
+    let listeners = Arc::new(Listeners::new(
+        Arc::clone(&ctx),
+        metrics.clone(),
+        config.bind_address,
+        config.listen_override,
+    ));
+    let first = listeners.apply(store.current().listeners());
+    if let Some(error) = first.failed.into_iter().next() {
+        listeners.stop();
+        return Err(error.into());
     }
-    let admin_listener = tokio::net::TcpListener::bind(config.admin.address)
-        .await
-        .map_err(|source| StartError::Admin {
-            addr: config.admin.address,
-            source,
+    let admin_listener =
+        crate::listen::reuseport_listener(config.admin.address).map_err(|source| {
+            StartError::Admin {
+                addr: config.admin.address,
+                source,
+            }
         })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.address);
-    let watcher = store.watch()?;
-
-    let mut listeners = BTreeMap::new();
-    let mut accepting = Vec::new();
-    for (spec, listener) in bound {
-        let addr = listener
-            .local_addr()
-            .unwrap_or(SocketAddr::new(spec.address, spec.port));
-        listeners.insert(spec.name.clone(), addr);
-        accepting.push(listen::spawn(Arc::clone(&ctx), spec, listener));
-    }
-    if listeners.is_empty() {
+    let store_handle = Arc::clone(&store.store);
+    let watcher = match store.backing() {
+        crate::policy::store::Backing::Dir(_) => Some(store.store.watch()?),
+        _ => None,
+    };
+    if listeners.addrs().is_empty() && store.loaded() {
         tracing::warn!("the policy declares no listener: nothing will be served");
     }
 
     let ready = Arc::new(AtomicBool::new(true));
     let control = Arc::new(GatewayControl {
         ctx: Arc::clone(&ctx),
-        store: Arc::clone(&store),
+        store: Arc::clone(&store_handle),
         sink: Arc::clone(&sink),
         ready: Arc::clone(&ready),
         metrics: metrics.clone(),
         drain_timeout: config.drain_timeout,
+        listeners: Arc::clone(&listeners),
     });
     let options = egress_admin::Options {
         tokens: Arc::new(tokens),
@@ -243,7 +256,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     };
     let admin_stop = CancellationToken::new();
     let stopped = admin_stop.clone();
-    let background = vec![
+    let mut background = vec![
         tokio::spawn(async move {
             let shutdown = async move { stopped.cancelled().await };
             let served = egress_admin::serve(admin_listener, control, options, shutdown).await;
@@ -252,24 +265,36 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             }
         }),
         tokio::spawn(follow_policy(
-            Arc::clone(&store),
+            Arc::clone(&store_handle),
             metrics.clone(),
-            listeners.clone(),
+            Arc::clone(&listeners),
             Arc::clone(&ctx.connections),
         )),
         tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
     ];
+    if let Some(etcd) = store_handle.etcd() {
+        etcd.describe_me(|me| {
+            me.admin = admin_addr.to_string();
+            me.version = store_handle.version();
+            me.listeners = listener_names(&listeners);
+        });
+        background.push(tokio::spawn(etcd::follow::follow(
+            Arc::clone(&store_handle),
+            store.revision,
+        )));
+        background.push(tokio::spawn(etcd::follow::register(Arc::clone(etcd))));
+    }
 
     Ok(Gateway {
         ctx,
-        store,
+        store: store_handle,
         sink,
         listeners,
         admin_addr,
-        accepting,
         background,
         ready,
         drain_timeout: config.drain_timeout,
+        drain_delay: config.drain_delay,
         audit_path: config.audit.path.clone(),
         token_file,
         admin_stop,
@@ -277,12 +302,60 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     })
 }
 
+/// The store opened, with the etcd revision read at start-up (where the watch goes on).
+struct Opened {
+    store: Arc<PolicyStore>,
+    revision: Option<u64>,
+}
+
+impl std::ops::Deref for Opened {
+    type Target = PolicyStore;
+    fn deref(&self) -> &PolicyStore {
+        &self.store
+    }
+}
+
+/// The policy directory (seeded with the default policy when missing), or etcd.
+async fn open_store(config: &Config) -> Result<Opened, StartError> {
+    let Some(settings) = &config.store.etcd else {
+        seed_policy_dir(&config.policies)?;
+        let store = PolicyStore::open_keeping(config.policies.clone(), config.admin.history)?;
+        return Ok(Opened {
+            store,
+            revision: None,
+        });
+    };
+    let id = config.id.clone().unwrap_or_else(host_name);
+    let etcd = Etcd::new(settings.clone(), id, config.admin.history)
+        .map_err(|e| StartError::Etcd(e.to_string()))?;
+    let (store, revision) = etcd::follow::open(Arc::new(etcd), config.seed_from.as_deref()).await?;
+    Ok(Opened { store, revision })
+}
+
+/// The host name, the default replica id.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "egress-gateway".to_owned())
+}
+
+fn listener_names(listeners: &Listeners) -> BTreeMap<String, String> {
+    listeners
+        .addrs()
+        .into_iter()
+        .map(|(name, addr)| (name, addr.to_string()))
+        .collect()
+}
+
 /// Keeps the version gauge current, closes open tunnels that a new policy denies, and
-/// says when a change needs a restart.
+/// brings the listeners in step with the policy.
 async fn follow_policy(
     store: Arc<PolicyStore>,
     metrics: Metrics,
-    bound: BTreeMap<String, SocketAddr>,
+    listeners: Arc<Listeners>,
     connections: Arc<Connections>,
 ) {
     let mut versions = store.subscribe();
@@ -301,14 +374,24 @@ async fn follow_policy(
                 "closed open tunnels the new policy denies"
             );
         }
-        let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
-        let running: Vec<&str> = bound.keys().map(String::as_str).collect();
-        if declared != running {
-            tracing::warn!(
-                ?declared,
-                ?running,
-                "listener changes take effect at the next restart; rule changes apply now"
+        let applied = listeners.apply(policy.listeners());
+        if !applied.is_empty() {
+            for error in &applied.failed {
+                tracing::error!(%error, "listener not bound; the rest of the policy applies");
+            }
+            tracing::info!(
+                version,
+                added = ?applied.added,
+                changed = ?applied.changed,
+                removed = ?applied.removed,
+                "listeners changed"
             );
+        }
+        if let Some(etcd) = store.etcd() {
+            etcd.describe_me(|me| {
+                me.version = version;
+                me.listeners = listener_names(&listeners);
+            });
         }
     }
 }
@@ -324,12 +407,12 @@ async fn purge_pool(pool: Arc<Pool>) {
 impl Gateway {
     /// The address a listener is bound to.
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.get(name).copied()
+        self.listeners.addrs().get(name).copied()
     }
 
     /// Every bound listener.
-    pub fn listeners(&self) -> &BTreeMap<String, SocketAddr> {
-        &self.listeners
+    pub fn listeners(&self) -> BTreeMap<String, SocketAddr> {
+        self.listeners.addrs()
     }
 
     /// The admin API's address.
@@ -356,6 +439,7 @@ impl Gateway {
     pub fn describe(&self) -> String {
         let listeners: Vec<String> = self
             .listeners
+            .addrs()
             .iter()
             .map(|(name, addr)| format!("{name} on {addr}"))
             .collect();
@@ -373,7 +457,7 @@ impl Gateway {
             } else {
                 &self.audit_path
             },
-            self.store.dir().display(),
+            self.store.describe(),
             self.store.version(),
         )
     }
@@ -399,11 +483,18 @@ impl Gateway {
     /// flight finished in time.
     pub async fn shutdown(self) -> bool {
         self.ready.store(false, Ordering::Release);
-        tracing::info!(timeout = ?self.drain_timeout, "draining");
-        for task in &self.accepting {
-            task.abort();
+        tracing::info!(delay = ?self.drain_delay, timeout = ?self.drain_timeout, "draining");
+        if let Some(etcd) = self.store.etcd() {
+            etcd.describe_me(|me| me.draining = true);
         }
+        // Readiness says 503 now; accepting goes on a while, so that load balancers
+        // and kube-proxy stop sending before the port closes.
+        tokio::time::sleep(self.drain_delay).await;
+        self.listeners.stop();
         let drained = self.ctx.drain(self.drain_timeout).await;
+        if let Some(etcd) = self.store.etcd() {
+            etcd.leave().await;
+        }
         self.admin_stop.cancel();
         for task in &self.background {
             task.abort();

@@ -39,6 +39,31 @@ struct Flags {
     /// Format of the gateway's own logs (RUST_LOG sets the level).
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Share the policy through etcd at these client URLs (comma-separated), as
+    /// `store.etcd.endpoints`.
+    #[arg(long, env = "EGRESS_ETCD_ENDPOINTS", value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// The etcd key prefix (`store.etcd.prefix`, default /egress/).
+    #[arg(long, env = "EGRESS_ETCD_PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Where the last applied etcd policy is cached (`store.etcd.cache_dir`).
+    #[arg(long, env = "EGRESS_ETCD_CACHE_DIR")]
+    etcd_cache_dir: Option<PathBuf>,
+    /// Seed an empty etcd prefix from this policy directory (ignored when it holds a policy).
+    #[arg(long, env = "EGRESS_SEED_FROM")]
+    seed_from: Option<PathBuf>,
+    /// This replica's id in the fleet (default: the host name).
+    #[arg(long, env = "EGRESS_ID")]
+    id: Option<String>,
+    /// Bind every listener on this address (with its declared port).
+    #[arg(long, env = "EGRESS_BIND_ADDRESS")]
+    bind_address: Option<std::net::IpAddr>,
+    /// How long listeners keep accepting after SIGTERM while readiness says 503 (e.g. 5s).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    drain_delay: Option<std::time::Duration>,
+    /// Runtime worker threads (default: the cores the process may run on).
+    #[arg(long, env = "EGRESS_WORKERS")]
+    workers: Option<usize>,
     /// Check the policy directory and exit: 0 when valid, 1 with every error otherwise.
     #[arg(long)]
     check: bool,
@@ -72,6 +97,48 @@ fn config(flags: &Flags) -> Result<Config, String> {
     }
     if let Some(v) = flags.log_format {
         config.log.format = v;
+    }
+    if !flags.etcd_endpoints.is_empty() {
+        config
+            .store
+            .etcd
+            .get_or_insert_with(Default::default)
+            .endpoints = flags.etcd_endpoints.clone();
+    }
+    if let Some(v) = &flags.etcd_prefix {
+        config
+            .store
+            .etcd
+            .get_or_insert_with(Default::default)
+            .prefix = v.clone();
+    }
+    if let Some(v) = &flags.etcd_cache_dir {
+        config
+            .store
+            .etcd
+            .get_or_insert_with(Default::default)
+            .cache_dir = v.clone();
+    }
+    if let Some(v) = &flags.seed_from {
+        if config.store.etcd.is_none() {
+            return Err(
+                "--seed-from seeds the etcd store: set store.etcd (or --etcd-endpoints) too"
+                    .to_owned(),
+            );
+        }
+        config.seed_from = Some(v.clone());
+    }
+    if let Some(v) = &flags.id {
+        config.id = Some(v.clone());
+    }
+    if let Some(v) = flags.bind_address {
+        config.bind_address = Some(v);
+    }
+    if let Some(v) = flags.drain_delay {
+        config.drain_delay = v;
+    }
+    if let Some(v) = flags.workers {
+        config.workers = Some(v);
     }
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
@@ -118,11 +185,15 @@ fn main() -> ExitCode {
     // Given one core (a pinned gateway), one thread serves best: a multi-threaded runtime
     // would add a worker thread beside the main one and pay its cross-thread scheduling
     // on every wake-up (2.7% of the CPU per small HTTP request).
-    let one_core = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
-    let mut builder = if one_core {
+    let workers = config
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
     };
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

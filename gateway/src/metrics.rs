@@ -34,6 +34,14 @@ pub struct Metrics {
     pub bytes: IntCounterVec,
     /// Malformed or oversized requests refused before a decision.
     pub bad_requests: IntCounter,
+    /// Listeners of the policy that could not bind, by listener.
+    pub listener_bind_errors: IntCounterVec,
+    /// 1 while the policy store answers (always 1 for the policy directory).
+    pub store_up: IntGauge,
+    /// Live replicas registered in the fleet (etcd store only).
+    pub fleet_members: IntGauge,
+    /// The latest policy revision seen in the store minus the one in force.
+    pub revision_lag: IntGauge,
 }
 
 /// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
@@ -101,6 +109,29 @@ impl Metrics {
             "egress_bad_requests_total",
             "Malformed, oversized or too slow requests refused before a decision",
         )?;
+        let listener_bind_errors = IntCounterVec::new(
+            Opts::new(
+                "egress_listener_bind_errors_total",
+                "Listeners of the policy that could not bind (the rest of the policy applied), by listener",
+            ),
+            &["listener"],
+        )?;
+        let store_up = IntGauge::new(
+            "egress_policy_store_up",
+            "1 while the policy store answers; 0 while etcd is unreachable (the last good policy keeps serving)",
+        )?;
+        let fleet_members = IntGauge::new(
+            "egress_fleet_members",
+            "Live replicas registered under the etcd prefix",
+        )?;
+        let revision_lag = IntGauge::new(
+            "egress_policy_revision_lag",
+            "The latest policy revision seen in the store minus the revision in force",
+        )?;
+        registry.register(Box::new(listener_bind_errors.clone()))?;
+        registry.register(Box::new(store_up.clone()))?;
+        registry.register(Box::new(fleet_members.clone()))?;
+        registry.register(Box::new(revision_lag.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(connections_active.clone()))?;
@@ -119,6 +150,10 @@ impl Metrics {
             policy_reloads,
             bytes,
             bad_requests,
+            listener_bind_errors,
+            store_up,
+            fleet_members,
+            revision_lag,
         })
     }
 

@@ -116,13 +116,30 @@ pub enum ListenError {
     },
 }
 
-/// Binds a declared listener, or (tests) an ephemeral port on `override_ip`.
+/// The accept queue asked of the kernel (capped by `net.core.somaxconn`): a burst of new
+/// connections waits there rather than being refused.
+const BACKLOG: u32 = 4096;
+
+/// Where a declared listener binds: its own address, the bootstrap `bind_address` (same
+/// port), or (tests) an ephemeral port on `override_ip`.
+pub fn bind_addr(
+    spec: &Listener,
+    bind_address: Option<IpAddr>,
+    override_ip: Option<IpAddr>,
+) -> SocketAddr {
+    match (override_ip, bind_address) {
+        (Some(ip), _) => SocketAddr::new(ip, 0),
+        (None, Some(ip)) => SocketAddr::new(ip, spec.port),
+        (None, None) => SocketAddr::new(spec.address, spec.port),
+    }
+}
+
+/// Binds a declared listener at `addr` with SO_REUSEPORT, so that a new gateway process
+/// (an upgrade, a restart) can bind the same port before the old one stops accepting,
+/// and a changed listener can bind anew before its old socket closes.
 ///
 /// Fails when the protocol is not supported or the address cannot be bound.
-pub async fn bind(
-    spec: &Listener,
-    override_ip: Option<IpAddr>,
-) -> Result<TcpListener, ListenError> {
+pub fn bind(spec: &Listener, addr: SocketAddr) -> Result<TcpListener, ListenError> {
     if !matches!(
         spec.protocol,
         Protocol::Http | Protocol::Tls | Protocol::Tcp | Protocol::Connect
@@ -132,17 +149,62 @@ pub async fn bind(
             protocol: spec.protocol,
         });
     }
-    let addr = match override_ip {
-        Some(ip) => SocketAddr::new(ip, 0),
-        None => SocketAddr::new(spec.address, spec.port),
+    reuseport_listener(addr).map_err(|source| ListenError::Bind {
+        name: spec.name.clone(),
+        addr,
+        source,
+    })
+}
+
+/// A listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT, which takes every
+/// new connection of the port from the sockets bound before it ([`steer_to_newest`]).
+///
+/// Fails when the address cannot be bound.
+pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| ListenError::Bind {
-            name: spec.name.clone(),
-            addr,
-            source,
-        })
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(BACKLOG)?;
+    if let Err(error) = steer_to_newest(&listener) {
+        tracing::debug!(%addr, %error, "cannot steer new connections to the newest socket");
+    }
+    Ok(listener)
+}
+
+/// Makes the kernel hand new connections of the port to the socket that joined its
+/// SO_REUSEPORT group last. Without this, the kernel spreads connections over the old
+/// process's socket and the new one, and those still queued in the old socket when it
+/// closes are reset. The classic BPF program returns index 1: while an old socket
+/// (index 0) and this one (index 1) share the port, every connection comes here; once
+/// this socket is alone, index 1 is out of range and the kernel falls back to its own
+/// choice, which is then this socket.
+#[cfg(target_os = "linux")]
+fn steer_to_newest(listener: &TcpListener) -> nix::Result<()> {
+    use nix::libc::{sock_filter, sock_fprog, BPF_K, BPF_RET};
+    let mut program = [sock_filter {
+        code: (BPF_RET | BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: 1,
+    }];
+    let fprog = sock_fprog {
+        len: 1,
+        filter: program.as_mut_ptr(),
+    };
+    nix::sys::socket::setsockopt(
+        listener,
+        nix::sys::socket::sockopt::AttachReusePortCbpf,
+        &fprog,
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn steer_to_newest(_: &TcpListener) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Accepts connections on `listener` until the gateway drains.

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
 # (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
-# taskset (a gateway pinned to one core).
+# taskset (a gateway pinned to one core), etcd and etcdctl (the fleet's policy store).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -14,6 +14,8 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -31,6 +33,10 @@ fi
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked cargo-nextest
 fi
+
+# Lints first: a warning fails the run, as does unformatted code.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 # Every test: unit and end-to-end (real sockets on loopback); benchmarks are built too,
 # so they cannot rot; then the doc tests, which nextest does not run.

@@ -93,6 +93,7 @@ impl TestGateway {
     pub fn builder(policy: &str) -> TestGatewayBuilder {
         let config = Config {
             drain_timeout: Duration::from_secs(5),
+            drain_delay: Duration::ZERO,
             ..Config::default()
         };
         TestGatewayBuilder {

@@ -48,6 +48,8 @@ fn gateway(dir: &Path, policies: &Path) -> Command {
         .arg(dir.join("audit.log"))
         .arg("--dns-server")
         .arg("127.0.0.1:9")
+        .arg("--drain-delay")
+        .arg("0s")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .stdin(Stdio::null());

@@ -11,6 +11,8 @@
 //! - [`tls`]: [`TestCa`] issuing server and client certificates with rcgen.
 //! - [`client`]: raw-byte and keep-alive HTTP clients for driving the gateway.
 //! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
+//! - [`etcd`]: [`TestEtcd`](etcd::TestEtcd), a real etcd on loopback ports, stoppable and
+//!   restartable; [`relay`]: [`Relay`](relay::Relay), a TCP relay a test can black-hole.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -33,6 +35,8 @@
 
 pub mod client;
 pub mod dns;
+pub mod etcd;
+pub mod relay;
 pub mod tls;
 pub mod upstream;
 pub mod wait;

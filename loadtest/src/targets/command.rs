@@ -64,7 +64,14 @@ impl Running {
                     .arg(admin.to_string())
                     .arg("--audit-path")
                     .arg(dir.join("audit.log"))
-                    .args(["--dns-server", "127.0.0.1:9", "--drain-timeout", "1s"])
+                    .args([
+                        "--dns-server",
+                        "127.0.0.1:9",
+                        "--drain-timeout",
+                        "1s",
+                        "--drain-delay",
+                        "0s",
+                    ])
                     .env("RUST_LOG", "warn");
                 c
             }

@@ -16,7 +16,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_egress-gateway");
 /// What installs a tool the tests need.
 fn install_hint(name: &str) -> &'static str {
     match name {
-        "promtool" => "the Debian package prometheus (scripts/test.sh installs it)",
+        "promtool" | "prometheus" => "the Debian package prometheus (scripts/test.sh installs it)",
         "kubectl" => "kubectl from the Kubernetes release binaries (no Debian package has it)",
         "python3" => "python3 (scripts/test.sh installs it)",
         _ => "it",

@@ -14,4 +14,5 @@ mod hosts;
 mod istio;
 mod kit;
 mod kubernetes;
+mod live;
 mod monitoring;

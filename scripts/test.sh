@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
 # (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
-# taskset (a gateway pinned to one core), etcd and etcdctl (the fleet's policy store).
+# taskset (a gateway pinned to one core), etcd and etcdctl (the fleet's policy store);
+# promtool (the Prometheus rules and config of deploy/), kubectl (kustomize builds of
+# deploy/kubernetes) and the Python package kubernetes-validate (their schemas, offline).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -16,6 +18,7 @@ command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}"
@@ -28,6 +31,17 @@ fi
 if ! python3 -c 'import requests' >/dev/null 2>&1; then
   python3 -m pip install --quiet requests 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages requests
+fi
+
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  python3 -m pip install --quiet kubernetes-validate 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages kubernetes-validate
+fi
+
+# kubectl has no Debian package: it comes from the Kubernetes release binaries.
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "missing: kubectl (install it from https://kubernetes.io/docs/tasks/tools/; the deploy kit's tests run kubectl kustomize)" >&2
+  exit 1
 fi
 
 if ! cargo nextest --version >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 //! [`Control`] exposes. The gateway implements `Control`; this crate never depends on
 //! the gateway, so the API can be tested with a stand-in.
 //!
-//! Open routes: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+//! Open routes: `GET /healthz`, `GET /readyz`, `GET /metrics`; [`stats_router`] serves
+//! only those, for the stats listener.
 //! Every other route needs `Authorization: Bearer <token>` ([`auth`]). Errors are JSON
 //! of one shape ([`error`]); bodies are the types of [`api`], which `egressctl` shares
 //! through [`client`].
@@ -129,4 +130,23 @@ pub async fn serve(
         closing.send_replace(true);
     })
     .await
+}
+
+/// The stats router: `/healthz`, `/readyz` and `/metrics` as the admin API serves them,
+/// without a token, and 404 for every other path.
+pub fn stats_router(control: Arc<dyn Control>) -> Router {
+    routes::stats::router(routes::AppState::new(control, DEFAULT_BODY_LIMIT))
+}
+
+/// Serves [`stats_router`] on `listener` until `shutdown` resolves.
+///
+/// Fails when accepting fails for good.
+pub async fn serve_stats(
+    listener: tokio::net::TcpListener,
+    control: Arc<dyn Control>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, stats_router(control))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -69,6 +69,14 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The stats address could not be bound.
+    #[error("stats.address {addr}: cannot bind: {source}")]
+    Stats {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The policy directory cannot be watched.
     #[error("cannot watch the policy directory: {0}")]
     Watch(#[from] notify::Error),
@@ -117,6 +125,7 @@ pub struct Gateway {
     sink: Arc<AuditSink>,
     listeners: Arc<Listeners>,
     admin_addr: SocketAddr,
+    stats_addr: Option<SocketAddr>,
     background: Vec<JoinHandle<()>>,
     ready: Arc<AtomicBool>,
     drain_timeout: Duration,
@@ -231,6 +240,21 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             }
         })?;
     let admin_addr = admin_listener.local_addr().unwrap_or(config.admin.address);
+    // SO_REUSEPORT like the admin API: a second process on the node takes over.
+    let stats_listener = match config.stats.enabled {
+        true => Some(
+            crate::listen::reuseport_listener(config.stats.address).map_err(|source| {
+                StartError::Stats {
+                    addr: config.stats.address,
+                    source,
+                }
+            })?,
+        ),
+        false => None,
+    };
+    let stats_addr = stats_listener
+        .as_ref()
+        .map(|l| l.local_addr().unwrap_or(config.stats.address));
     let store_handle = Arc::clone(&store.store);
     let watcher = match store.backing() {
         crate::policy::store::Backing::Dir(_) => Some(store.store.watch()?),
@@ -255,8 +279,20 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         body_limit: config.admin.max_body_bytes,
     };
     let admin_stop = CancellationToken::new();
+    let mut background = Vec::new();
+    if let Some(listener) = stats_listener {
+        // Stopped with the admin API, after draining, so probes see 503 while work drains.
+        let stopped = admin_stop.clone();
+        let control = Arc::clone(&control) as Arc<dyn egress_admin::Control>;
+        background.push(tokio::spawn(async move {
+            let shutdown = async move { stopped.cancelled().await };
+            if let Err(e) = egress_admin::serve_stats(listener, control, shutdown).await {
+                tracing::error!(error = %e, "stats listener stopped");
+            }
+        }));
+    }
     let stopped = admin_stop.clone();
-    let mut background = vec![
+    background.extend([
         tokio::spawn(async move {
             let shutdown = async move { stopped.cancelled().await };
             let served = egress_admin::serve(admin_listener, control, options, shutdown).await;
@@ -271,7 +307,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             Arc::clone(&ctx.connections),
         )),
         tokio::spawn(purge_pool(Arc::clone(&ctx.egress.pool))),
-    ];
+    ]);
     if let Some(etcd) = store_handle.etcd() {
         etcd.describe_me(|me| {
             me.admin = admin_addr.to_string();
@@ -291,6 +327,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         sink,
         listeners,
         admin_addr,
+        stats_addr,
         background,
         ready,
         drain_timeout: config.drain_timeout,
@@ -420,6 +457,11 @@ impl Gateway {
         self.admin_addr
     }
 
+    /// The stats listener's address, when it runs.
+    pub fn stats_addr(&self) -> Option<SocketAddr> {
+        self.stats_addr
+    }
+
     /// The policy store.
     pub fn store(&self) -> &Arc<PolicyStore> {
         &self.store
@@ -444,7 +486,7 @@ impl Gateway {
             .map(|(name, addr)| format!("{name} on {addr}"))
             .collect();
         format!(
-            "listening: {}; admin on {} (tokens: {}); audit log: {}; policy: {} (version {})",
+            "listening: {}; admin on {} (tokens: {}); stats on {}; audit log: {}; policy: {} (version {})",
             if listeners.is_empty() {
                 "nothing".to_owned()
             } else {
@@ -452,6 +494,8 @@ impl Gateway {
             },
             self.admin_addr,
             self.token_file.display(),
+            self.stats_addr
+                .map_or_else(|| "nothing (disabled)".to_owned(), |a| a.to_string()),
             if self.audit_path == "-" {
                 "stdout"
             } else {

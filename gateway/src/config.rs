@@ -2,7 +2,8 @@
 //!
 //! Everything is optional; a gateway started with no file and no flag serves the policy
 //! directory `./policies` (created with the embedded default policy when missing),
-//! writes its audit log to `./audit.log` and its admin API to 127.0.0.1:15000.
+//! writes its audit log to `./audit.log`, its admin API to 127.0.0.1:15000 and its stats
+//! (metrics and probes) to 0.0.0.0:15090.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ pub struct Config {
     pub policies: PathBuf,
     /// The admin API.
     pub admin: AdminConfig,
+    /// The stats listener: metrics and probes, without a token.
+    pub stats: StatsConfig,
     /// The audit log.
     pub audit: AuditConfig,
     /// Name resolution.
@@ -126,6 +129,18 @@ pub struct AdminConfig {
     pub history: usize,
 }
 
+/// `stats:`: `/metrics`, `/healthz` and `/readyz` on an address of their own, so that a
+/// cluster's Prometheus and kubelet reach them without reaching the policy API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatsConfig {
+    /// Whether the stats listener runs at all; the admin API serves the same three
+    /// routes either way.
+    pub enabled: bool,
+    /// Where it listens. Istio's port, on every interface: what a scrape reaches.
+    pub address: SocketAddr,
+}
+
 /// `audit:`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -189,6 +204,7 @@ impl Default for Config {
         Self {
             policies: PathBuf::from("policies"),
             admin: AdminConfig::default(),
+            stats: StatsConfig::default(),
             audit: AuditConfig::default(),
             dns: DnsConfig::default(),
             limits: LimitsConfig::default(),
@@ -212,6 +228,15 @@ impl Default for AdminConfig {
             token_file: None,
             max_body_bytes: 4 * 1024 * 1024,
             history: 50,
+        }
+    }
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            address: SocketAddr::from(([0, 0, 0, 0], 15090)),
         }
     }
 }
@@ -383,6 +408,8 @@ mod tests {
         assert_eq!(c.policies, PathBuf::from("policies"));
         assert_eq!(c.admin.address.to_string(), "127.0.0.1:15000");
         assert_eq!(c.audit.format, "istio");
+        assert!(c.stats.enabled);
+        assert_eq!(c.stats.address.to_string(), "0.0.0.0:15090");
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
     }
 
@@ -391,6 +418,7 @@ mod tests {
         let text = r#"
 policies: ./policies
 admin: {address: "127.0.0.1:15000", token_file: ./admin.token}
+stats: {address: "0.0.0.0:15090"}
 audit: {path: ./audit.log, format: istio}
 dns: {servers: ["127.0.0.1:5353"]}
 drain_timeout: 30s
@@ -398,6 +426,15 @@ drain_timeout: 30s
         let c = Config::from_yaml(text, Path::new("g.yaml")).unwrap();
         assert_eq!(c.dns.servers, vec!["127.0.0.1:5353".parse().unwrap()]);
         assert_eq!(c.audit.path, "./audit.log");
+        assert_eq!(c.stats.address.to_string(), "0.0.0.0:15090");
+    }
+
+    #[test]
+    fn stats_can_be_turned_off_and_rejects_unknown_keys() {
+        let c = Config::from_yaml("stats: {enabled: false}\n", Path::new("g.yaml")).unwrap();
+        assert!(!c.stats.enabled);
+        let err = Config::from_yaml("stats: {port: 15090}\n", Path::new("g.yaml")).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]

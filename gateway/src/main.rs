@@ -21,6 +21,12 @@ struct Flags {
     /// Admin API address.
     #[arg(long)]
     admin_address: Option<SocketAddr>,
+    /// Stats listener address (/metrics, /healthz, /readyz without a token).
+    #[arg(long)]
+    stats_address: Option<SocketAddr>,
+    /// Run no stats listener (the admin API still serves the same routes).
+    #[arg(long)]
+    no_stats: bool,
     /// Admin token file.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -79,6 +85,12 @@ fn config(flags: &Flags) -> Result<Config, String> {
     }
     if let Some(v) = flags.admin_address {
         config.admin.address = v;
+    }
+    if let Some(v) = flags.stats_address {
+        config.stats.address = v;
+    }
+    if flags.no_stats {
+        config.stats.enabled = false;
     }
     if let Some(v) = &flags.admin_token_file {
         config.admin.token_file = Some(v.clone());

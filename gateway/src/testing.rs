@@ -62,6 +62,7 @@ impl TestGatewayBuilder {
         config.policies = policies;
         config.audit.path = audit_path.display().to_string();
         config.admin.address = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.stats.address = SocketAddr::from(([127, 0, 0, 1], 0));
         if config.admin.token_file.is_none() {
             config.admin.token_file = Some(dir.path().join("admin.token"));
         }
@@ -128,6 +129,17 @@ impl TestGateway {
     /// The admin API's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.gateway().admin_addr()
+    }
+
+    /// The stats listener's address (on an ephemeral loopback port unless disabled).
+    #[expect(
+        clippy::panic,
+        reason = "a test helper: asking for a disabled stats listener is a test bug"
+    )]
+    pub fn stats_addr(&self) -> SocketAddr {
+        self.gateway()
+            .stats_addr()
+            .unwrap_or_else(|| panic!("the stats listener is disabled"))
     }
 
     /// The running gateway.

@@ -42,6 +42,8 @@ fn gateway(dir: &Path, policies: &Path) -> Command {
         .arg(policies)
         .arg("--admin-address")
         .arg("127.0.0.1:0")
+        .arg("--stats-address")
+        .arg("127.0.0.1:0")
         .arg("--admin-token-file")
         .arg(dir.join("admin.token"))
         .arg("--audit-path")

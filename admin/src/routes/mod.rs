@@ -5,6 +5,7 @@ mod body;
 pub mod openapi;
 mod ops;
 mod policy;
+pub mod stats;
 #[cfg(test)]
 mod tests;
 

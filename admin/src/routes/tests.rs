@@ -282,3 +282,31 @@ async fn readiness_follows_the_gateway() {
     assert_eq!(status, StatusCode::OK);
     assert!(body.contains("egress_policy_version 3"));
 }
+
+#[tokio::test]
+async fn the_stats_router_serves_the_open_routes_and_nothing_else() {
+    let control = stand();
+    let stats = |request| crate::stats_router(Arc::clone(&control) as _).oneshot(request);
+    let paths: Vec<&str> = super::stats::paths().collect();
+    assert_eq!(paths, ["/healthz", "/readyz", "/metrics"]);
+    for path in paths {
+        let response = stats(request("GET", path, None)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+    }
+    for spec in ROUTES.iter().filter(|r| !r.open) {
+        for method in spec.methods {
+            let response = stats(request(method, spec.path, Some(TOKEN)))
+                .await
+                .unwrap();
+            assert_eq!(
+                response.status(),
+                StatusCode::NOT_FOUND,
+                "{method} {} is not on the stats listener, even with a token",
+                spec.path
+            );
+        }
+    }
+    control.ready.store(false, Ordering::Relaxed);
+    let response = stats(request("GET", "/readyz", None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -22,6 +22,7 @@ mod mtls;
 mod observability;
 mod proxy_protocol;
 mod reload;
+mod stats;
 mod tcp;
 mod tls_origination;
 mod tls_passthrough;

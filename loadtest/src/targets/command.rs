@@ -62,6 +62,7 @@ impl Running {
                     .arg(&policies)
                     .arg("--admin-address")
                     .arg(admin.to_string())
+                    .args(["--stats-address", "127.0.0.1:0"])
                     .arg("--audit-path")
                     .arg(dir.join("audit.log"))
                     .args([

@@ -21,6 +21,28 @@ pub enum Cli {
     Compare(CompareArgs),
     /// The gateway's memory once listening and per idle CONNECT tunnel.
     Idle(IdleArgs),
+    /// A fleet on a real etcd: time from a write's 200 until every replica enforces it.
+    Converge(ConvergeArgs),
+}
+
+/// `converge`.
+#[derive(Debug, Args)]
+pub struct ConvergeArgs {
+    /// Replica counts to measure (comma-separated), e.g. 3,10.
+    #[arg(long, value_delimiter = ',', default_value = "3")]
+    pub replicas: Vec<u8>,
+    /// Writes measured per configuration.
+    #[arg(long, default_value_t = 50)]
+    pub changes: usize,
+    /// Filler rule counts of the policy (comma-separated), e.g. 0,100000.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub rules: Vec<usize>,
+    /// The egress-gateway binary.
+    #[arg(long, default_value = "target/release/egress-gateway")]
+    pub gateway: PathBuf,
+    /// The reports as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `idle`.

@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod compare;
+pub mod converge;
 pub mod histogram;
 pub mod idle;
 pub mod machine;

@@ -6,8 +6,8 @@ mod cli;
 use anyhow::Context as _;
 use clap::Parser;
 
-use cli::{Cli, CompareArgs, IdleArgs, RunArgs, UpstreamArgs};
-use egress_loadtest::{compare, idle, run, targets::StartEnv, upstream};
+use cli::{Cli, CompareArgs, ConvergeArgs, IdleArgs, RunArgs, UpstreamArgs};
+use egress_loadtest::{compare, converge, idle, run, targets::StartEnv, upstream};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -42,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             Cli::Run(args) => run_one(args).await,
             Cli::Compare(args) => compare_all(args, proxy_cpus, generator_cpus).await,
             Cli::Idle(args) => idle_memory(args).await,
+            Cli::Converge(args) => fleet_convergence(args).await,
         }
     })
 }
@@ -156,6 +157,32 @@ async fn idle_memory(args: IdleArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.human());
+    }
+    Ok(())
+}
+
+async fn fleet_convergence(args: ConvergeArgs) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for &rules in &args.rules {
+        for &replicas in &args.replicas {
+            if replicas == 0 || replicas > 200 {
+                anyhow::bail!("--replicas: {replicas} is not between 1 and 200");
+            }
+            let plan = converge::Plan {
+                replicas,
+                changes: args.changes,
+                rules,
+                gateway: args.gateway.clone(),
+            };
+            let report = converge::measure(&plan).await?;
+            if !args.json {
+                print!("{}", report.human());
+            }
+            reports.push(report);
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(())
 }

@@ -354,3 +354,32 @@ async fn an_empty_prefix_without_seed_is_not_ready_until_a_policy_is_applied() {
     // The listener declared by the applied policy binds live.
     assert_eq!(a.request(&fleet.authority("api.example.com")).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_over_etcds_value_limit_is_stored_in_pieces_and_read_back_whole() {
+    let fleet = Fleet::start().await;
+    let a = fleet.replica(1).seed_from(fleet.seed(&[])).start().await;
+    let b = fleet.replica(2).start().await;
+    // ~3.5 MB of YAML that compresses poorly: more than etcd's 1.5 MiB per value, and
+    // more than one 1 MiB piece once compressed.
+    let mut policy = replica::policy(fleet.port, &["api.example.com"]);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for i in 0..40_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        policy.push_str(&format!("  - {{name: filler-{i}, hosts: [h{x:016x}{:016x}.example]}}\n", x.rotate_left(29)));
+    }
+    policy.push_str("  - {name: last, hosts: [other.example.com]}\n");
+    assert!(policy.len() > 3_000_000, "{}", policy.len());
+    let put = a
+        .admin(Method::PUT, "/policy", &[("content-type", "application/yaml")], &policy)
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    let version = a.version().await;
+    b.wait_version(version, Duration::from_secs(60)).await;
+    assert_eq!(b.request(&fleet.authority("other.example.com")).await, 200, "the set's last rule is there");
+    let pieces = fleet.etcd.ctl(&["get", "--prefix", &format!("{PREFIX}blobs/"), "--keys-only"]);
+    let pieces = pieces.lines().filter(|l| !l.is_empty()).count();
+    assert!(pieces >= 2, "stored in {pieces} pieces");
+}

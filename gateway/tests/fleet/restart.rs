@@ -173,6 +173,17 @@ async fn a_replica_drained_under_load_fails_nothing_exits_0_and_leaves_the_fleet
     })
     .await;
     assert!(draining, "readyz answers 503 while draining");
+    let said = egress_testkit::wait::wait_until_async(Duration::from_secs(2), || async {
+        let fleet = a.admin(Method::GET, "/fleet", &[], "").await.body;
+        let fleet: serde_json::Value = serde_json::from_str(&fleet).unwrap();
+        fleet["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "replica-2" && m["draining"] == true)
+    })
+    .await;
+    assert!(said, "the member entry says draining");
     let exit = tokio::task::spawn_blocking(move || (b.wait_exit(Duration::from_secs(15)), b))
         .await
         .unwrap();

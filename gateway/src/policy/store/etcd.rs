@@ -105,12 +105,21 @@ impl std::fmt::Debug for Etcd {
     }
 }
 
-/// An etcd request that failed: etcd is unreachable or refused it.
+/// An etcd request that failed: etcd is unreachable, or (`refused`) it answered no.
 #[derive(Debug, thiserror::Error)]
-#[error("the etcd store ({endpoints}) is unreachable: {reason}")]
+#[error("{}", if *refused { format!("the etcd store ({endpoints}) refused the request: {reason}") } else { format!("the etcd store ({endpoints}) is unreachable: {reason}") })]
 pub struct Unreachable {
     endpoints: String,
     reason: String,
+    /// etcd answered and refused (too large, no permission): it is not down.
+    pub refused: bool,
+}
+
+/// Whether etcd answered the request and said no, rather than not answering.
+fn is_refusal(e: &etcd_client::Error) -> bool {
+    // gRPC codes: invalid argument (too large), permission denied, resource exhausted
+    // (quota), failed precondition, out of range (compacted), unauthenticated.
+    matches!(e, etcd_client::Error::GRpcStatus(status) if matches!(status.code() as i32, 3 | 7 | 8 | 9 | 11 | 16))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -190,6 +199,7 @@ impl Etcd {
         Unreachable {
             endpoints: self.endpoints(),
             reason: reason.to_string(),
+            refused: false,
         }
     }
 
@@ -232,6 +242,12 @@ impl Etcd {
             Ok(Ok(value)) => {
                 self.mark_up();
                 Ok(value)
+            }
+            Ok(Err(e)) if is_refusal(&e) => {
+                self.mark_up();
+                let mut e = self.unreachable(format!("{what}: {e}"));
+                e.refused = true;
+                Err(e)
             }
             Ok(Err(e)) => {
                 let e = self.unreachable(format!("{what}: {e}"));

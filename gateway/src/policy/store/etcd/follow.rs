@@ -164,7 +164,11 @@ async fn compile_value(
         ),
         Err(e) => return Ok(Err(layout_errors(version, e))),
     };
-    let summary = current.map(|c| summarize(&merge(&c.sources), &merge(&files)));
+    // Only a set put by hand lacks a record; summarizing 100k rules is not free.
+    let summary = match (&record, current) {
+        (None, Some(c)) => Some(summarize(&merge(&c.sources), &merge(&files))),
+        _ => None,
+    };
     let compiled = {
         let files = files.clone();
         tokio::task::spawn_blocking(move || compile(&files)).await

@@ -277,6 +277,23 @@ pub fn unpack(manifest: &Manifest, pieces: &[Vec<u8>]) -> Result<Vec<PolicyFile>
         .collect())
 }
 
+/// The most summary lines a manifest keeps: a set replaced whole may change 100k rules,
+/// and the manifest is one etcd value.
+pub const SUMMARY_LINES: usize = 100;
+
+/// `summary` cut to [`SUMMARY_LINES`], saying how many lines were left out.
+pub fn capped(summary: &[String]) -> Vec<String> {
+    if summary.len() <= SUMMARY_LINES {
+        return summary.to_vec();
+    }
+    let mut out = summary[..SUMMARY_LINES - 1].to_vec();
+    out.push(format!(
+        "... and {} more changes",
+        summary.len() - (SUMMARY_LINES - 1)
+    ));
+    out
+}
+
 /// The hex SHA-256 of `bytes`.
 pub fn digest(bytes: &[u8]) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);

@@ -41,7 +41,6 @@ pub fn write(
 ) -> Result<Written, WriteError> {
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|e| WriteError::Io(format!("no runtime for the etcd store: {e}")))?;
-    let unavailable = |e: Unreachable| WriteError::Unavailable(e.to_string());
     for _ in 0..ATTEMPTS {
         let base = handle
             .block_on(read_base(etcd, store.version()))
@@ -103,7 +102,7 @@ pub fn write(
             bytes: packed.bytes,
             author: author.to_owned(),
             time: history::now(),
-            summary: summary.clone(),
+            summary: layout::capped(&summary),
         };
         let committed = handle
             .block_on(commit(etcd, &base, &packed, &manifest))
@@ -140,6 +139,16 @@ pub fn write(
     ))
 }
 
+/// A failed request as a write's error: 503 while etcd cannot be reached, 500 when it
+/// answered and refused.
+fn unavailable(e: Unreachable) -> WriteError {
+    if e.refused {
+        WriteError::Io(e.to_string())
+    } else {
+        WriteError::Unavailable(e.to_string())
+    }
+}
+
 /// Seeds an empty prefix with `files`, as version 1 of the fleet's history. Returns the
 /// revision written, or `None` when the prefix already holds a policy.
 ///
@@ -149,7 +158,6 @@ pub async fn seed(
     files: &[PolicyFile],
     author: &str,
 ) -> Result<Option<u64>, WriteError> {
-    let unavailable = |e: Unreachable| WriteError::Unavailable(e.to_string());
     let base = read_base(etcd, 0).await.map_err(unavailable)?;
     if base.revision != 0 {
         return Ok(None);

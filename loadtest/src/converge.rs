@@ -123,7 +123,10 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Report> {
         dns.set(host, ["127.0.0.1".parse()?]);
     }
     let dir = tempfile::tempdir()?;
-    std::fs::write(dir.path().join("admin.token"), format!("converge:{TOKEN}\n"))?;
+    std::fs::write(
+        dir.path().join("admin.token"),
+        format!("converge:{TOKEN}\n"),
+    )?;
     let seed = dir.path().join("seed");
     std::fs::create_dir(&seed)?;
     let port = free_port()?;
@@ -141,7 +144,9 @@ pub async fn measure(plan: &Plan) -> anyhow::Result<Report> {
             port,
             seed,
         )?;
-        wait_ready(&replica).await.with_context(|| format!("replica {n}"))?;
+        wait_ready(&replica)
+            .await
+            .with_context(|| format!("replica {n}"))?;
         replicas.push(replica);
     }
     let version = version(&replicas[0]).await?;

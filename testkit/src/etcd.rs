@@ -15,6 +15,22 @@ pub struct TestEtcd {
     dir: tempfile::TempDir,
     client: SocketAddr,
     peer: SocketAddr,
+    tls: Option<Tls>,
+}
+
+/// Certificate files for an etcd that speaks TLS and asks clients for certificates.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The server certificate (PEM), for 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA that signed it and that client certificates must chain to.
+    pub ca: PathBuf,
+    /// A client certificate etcdctl uses.
+    pub client_cert: PathBuf,
+    /// Its key.
+    pub client_key: PathBuf,
 }
 
 /// Why etcd could not start.
@@ -49,24 +65,41 @@ impl TestEtcd {
     ///
     /// Fails when etcd is not installed or does not answer.
     pub fn try_start() -> Result<TestEtcd, EtcdError> {
+        Self::try_start_with(None)
+    }
+
+    /// Starts etcd speaking TLS on its client port with `tls`, asking clients for a
+    /// certificate.
+    ///
+    /// Fails when etcd is not installed or does not answer.
+    pub fn try_start_with(tls: Option<Tls>) -> Result<TestEtcd, EtcdError> {
         let mut etcd = TestEtcd {
             child: None,
             dir: tempfile::tempdir()?,
             client: free_addr()?,
             peer: free_addr()?,
+            tls,
         };
         etcd.spawn()?;
         Ok(etcd)
     }
 
     fn spawn(&mut self) -> Result<(), EtcdError> {
-        let client = format!("http://{}", self.client);
+        let client = self.endpoint();
         let peer = format!("http://{}", self.peer);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("etcd.log"))?;
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=test")
             .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={client}"))
@@ -99,9 +132,10 @@ impl TestEtcd {
         self.dir.path().join("data")
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:23791`.
+    /// The client URL, e.g. `http://127.0.0.1:23791` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
     }
 
     /// The client address.
@@ -113,7 +147,14 @@ impl TestEtcd {
     ///
     /// Fails when etcdctl cannot run.
     pub fn etcdctl(&self, args: &[&str]) -> std::io::Result<Output> {
-        Command::new("etcdctl")
+        let mut command = Command::new("etcdctl");
+        if let Some(tls) = &self.tls {
+            command
+                .arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.client_cert.display()))
+                .arg(format!("--key={}", tls.client_key.display()));
+        }
+        command
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", self.endpoint()))
             .arg("--dial-timeout=2s")

@@ -368,18 +368,90 @@ async fn a_set_over_etcds_value_limit_is_stored_in_pieces_and_read_back_whole() 
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        policy.push_str(&format!("  - {{name: filler-{i}, hosts: [h{x:016x}{:016x}.example]}}\n", x.rotate_left(29)));
+        policy.push_str(&format!(
+            "  - {{name: filler-{i}, hosts: [h{x:016x}{:016x}.example]}}\n",
+            x.rotate_left(29)
+        ));
     }
     policy.push_str("  - {name: last, hosts: [other.example.com]}\n");
     assert!(policy.len() > 3_000_000, "{}", policy.len());
     let put = a
-        .admin(Method::PUT, "/policy", &[("content-type", "application/yaml")], &policy)
+        .admin(
+            Method::PUT,
+            "/policy",
+            &[("content-type", "application/yaml")],
+            &policy,
+        )
         .await;
     assert_eq!(put.status, 200, "{}", put.body);
     let version = a.version().await;
     b.wait_version(version, Duration::from_secs(60)).await;
-    assert_eq!(b.request(&fleet.authority("other.example.com")).await, 200, "the set's last rule is there");
-    let pieces = fleet.etcd.ctl(&["get", "--prefix", &format!("{PREFIX}blobs/"), "--keys-only"]);
+    assert_eq!(
+        b.request(&fleet.authority("other.example.com")).await,
+        200,
+        "the set's last rule is there"
+    );
+    let pieces = fleet
+        .etcd
+        .ctl(&["get", "--prefix", &format!("{PREFIX}blobs/"), "--keys-only"]);
     let pieces = pieces.lines().filter(|l| !l.is_empty()).count();
     assert!(pieces >= 2, "stored in {pieces} pieces");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_log_in_to_an_etcd_with_authentication_and_a_wrong_password_is_reported() {
+    let fleet = Fleet::start().await;
+    fleet
+        .etcd
+        .ctl(&["user", "add", "root", "--new-user-password=root-secret"]);
+    fleet.etcd.ctl(&["user", "grant-role", "root", "root"]);
+    fleet.etcd.ctl(&["auth", "enable"]);
+    let a = fleet
+        .replica(1)
+        .auth("root", "root-secret")
+        .seed_from(fleet.seed(&["api.example.com"]))
+        .start()
+        .await;
+    assert_eq!(a.request(&fleet.authority("api.example.com")).await, 200);
+    let put = a
+        .admin(
+            Method::PUT,
+            "/rules/other",
+            &[("content-type", "application/yaml")],
+            "hosts: [other.example.com]\n",
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+
+    let b = fleet.replica(2).auth("root", "wrong").spawn();
+    let said = egress_testkit::wait::wait_until_async(CONVERGE, || async {
+        b.readyz()
+            .await
+            .is_some_and(|(s, body)| s == 503 && body.contains("authentication failed"))
+    })
+    .await;
+    assert!(said, "not ready, saying why: {:?}", b.readyz().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_speak_tls_to_etcd_with_a_client_certificate() {
+    let fleet = Fleet::start_tls().await;
+    assert!(fleet.etcd.endpoint().starts_with("https://"));
+    let a = fleet
+        .replica(1)
+        .seed_from(fleet.seed(&["api.example.com"]))
+        .start()
+        .await;
+    let b = fleet.replica(2).start().await;
+    let put = a
+        .admin(
+            Method::PUT,
+            "/rules/other",
+            &[("content-type", "application/yaml")],
+            "hosts: [other.example.com]\n",
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.body);
+    b.wait_version(a.version().await, CONVERGE).await;
+    assert_eq!(b.request(&fleet.authority("other.example.com")).await, 200);
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use egress_testkit::etcd::TestEtcd;
+use egress_testkit::etcd::{TestEtcd, Tls};
 use egress_testkit::{KeepAliveClient, StubUpstream, TestDns};
 use http::Method;
 
@@ -44,11 +44,44 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     /// The http listener's port, the same on every replica.
     pub port: u16,
+    /// The certificates when etcd speaks TLS.
+    pub tls: Option<Tls>,
+    _certs: Option<tempfile::TempDir>,
 }
 
 impl Fleet {
     pub async fn start() -> Fleet {
-        let etcd = TestEtcd::start();
+        Self::start_with(None).await
+    }
+
+    /// A fleet whose etcd speaks TLS and asks for client certificates (made now).
+    pub async fn start_tls() -> Fleet {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = dir.path().to_owned();
+        let ca = egress_testkit::TestCa::new();
+        let ca_file = ca.write_cert(&certs, "ca.pem").unwrap();
+        let (cert, key) = ca
+            .issue_server(&["127.0.0.1"])
+            .write_to(&certs, "etcd")
+            .unwrap();
+        let (client_cert, client_key) = ca
+            .issue_client("spiffe://cluster.local/ns/egress/sa/gateway")
+            .write_to(&certs, "client")
+            .unwrap();
+        let mut fleet = Self::start_with(Some(Tls {
+            cert,
+            key,
+            ca: ca_file,
+            client_cert,
+            client_key,
+        }))
+        .await;
+        fleet._certs = Some(dir);
+        fleet
+    }
+
+    async fn start_with(tls: Option<Tls>) -> Fleet {
+        let etcd = TestEtcd::try_start_with(tls.clone()).unwrap_or_else(|e| panic!("{e}"));
         let dns = TestDns::start().await;
         for host in ["api.example.com", "other.example.com", "third.example.com"] {
             dns.set(host, ["127.0.0.1".parse().unwrap()]);
@@ -66,6 +99,8 @@ impl Fleet {
             upstream: StubUpstream::start().await,
             dir,
             port: free_port(),
+            tls,
+            _certs: None,
         }
     }
 
@@ -89,6 +124,8 @@ impl Fleet {
             dns: self.dns.addr(),
             port: self.port,
             dir_name: None,
+            auth: None,
+            tls: self.tls.clone(),
         }
     }
 
@@ -108,9 +145,17 @@ pub struct ReplicaBuilder {
     dns: SocketAddr,
     port: u16,
     dir_name: Option<String>,
+    auth: Option<(String, String)>,
+    tls: Option<Tls>,
 }
 
 impl ReplicaBuilder {
+    /// Logs in to etcd as `user` with `password` (from a password file).
+    pub fn auth(mut self, user: &str, password: &str) -> Self {
+        self.auth = Some((user.to_owned(), password.to_owned()));
+        self
+    }
+
     pub fn endpoint(mut self, endpoint: String) -> Self {
         self.endpoint = endpoint;
         self
@@ -141,10 +186,27 @@ impl ReplicaBuilder {
         std::fs::create_dir_all(&dir).unwrap();
         let admin = SocketAddr::new(self.ip, free_port());
         let config = dir.join("gateway.yaml");
+        let auth = match &self.auth {
+            Some((user, password)) => {
+                let file = dir.join("etcd.password");
+                std::fs::write(&file, format!("{password}\n")).unwrap();
+                format!(", username: {user}, password_file: \"{}\"", file.display())
+            }
+            None => String::new(),
+        };
+        let auth = match &self.tls {
+            Some(tls) => format!(
+                "{auth}, tls: {{ca: \"{}\", cert: \"{}\", key: \"{}\"}}",
+                tls.ca.display(),
+                tls.client_cert.display(),
+                tls.client_key.display()
+            ),
+            None => auth,
+        };
         std::fs::write(
             &config,
             format!(
-                "store: {{etcd: {{endpoints: [\"{endpoint}\"], prefix: \"{PREFIX}\", dial_timeout: 2s, cache_dir: \"{cache}\"}}}}\n\
+                "store: {{etcd: {{endpoints: [\"{endpoint}\"], prefix: \"{PREFIX}\", dial_timeout: 2s, cache_dir: \"{cache}\"{auth}}}}}\n\
                  id: {id}\n\
                  bind_address: {ip}\n\
                  drain_delay: {delay}\n\

@@ -209,10 +209,21 @@ impl Etcd {
         if let Some(client) = &*slot {
             return Ok(client.clone());
         }
-        let client = tokio::time::timeout(self.timeout(), self.connect())
-            .await
-            .map_err(|_| self.unreachable(format!("no answer within {:?}", self.timeout())))?
-            .map_err(|e| self.unreachable(e))?;
+        let connected = match tokio::time::timeout(self.timeout(), self.connect()).await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                let e = self.unreachable(format!("connecting: {e}"));
+                self.mark_down(&e.reason);
+                return Err(e);
+            }
+            Err(_) => {
+                let e =
+                    self.unreachable(format!("connecting: no answer within {:?}", self.timeout()));
+                self.mark_down(&e.reason);
+                return Err(e);
+            }
+        };
+        let client = connected;
         *slot = Some(client.clone());
         Ok(client)
     }

@@ -81,8 +81,27 @@ impl Compiler {
                 lines: LineIndex::new(&file.text),
             }),
             Err(e) => {
-                self.errors.push(serde_error(&file.name, &e));
-                None
+                // serde stops at the first error; every other one is found part by part,
+                // and what is left is compiled too, so bad values come in the same answer.
+                let shaped = super::shape::shape(&file.text).filter(|s| !s.errors.is_empty());
+                let Some(shaped) = shaped else {
+                    self.errors.push(serde_error(&file.name, &e));
+                    return None;
+                };
+                let lines = LineIndex::new(&file.text);
+                for (path, message) in shaped.errors {
+                    self.errors.push(PolicyError {
+                        file: file.name.clone(),
+                        line: lines.line(&path),
+                        path,
+                        message,
+                    });
+                }
+                shaped.rest.map(|doc| Parsed {
+                    file: &file.name,
+                    doc,
+                    lines,
+                })
             }
         }
     }

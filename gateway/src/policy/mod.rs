@@ -8,6 +8,7 @@ pub mod compile;
 pub mod document;
 pub mod edit;
 pub mod hosts;
+mod shape;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -202,7 +202,13 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         .policy_version
         .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
     metrics.store_up.set(1);
-    let resolver = Resolver::new(&config.dns.servers)?;
+    let resolver = Resolver::with_patience(
+        &config.dns.servers,
+        crate::resolve::Patience {
+            timeout: config.dns.timeout,
+            attempts: config.dns.attempts,
+        },
+    )?;
     let ctx = Arc::new(Context {
         egress: Egress {
             store: Arc::clone(&store.store),

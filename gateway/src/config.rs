@@ -159,11 +159,27 @@ pub struct AuditConfig {
 }
 
 /// `dns:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DnsConfig {
     /// Name servers (UDP, with TCP fallback); empty = the system's configuration.
     pub servers: Vec<SocketAddr>,
+    /// How long one query waits for an answer (a lookup as a whole never outlives the
+    /// rule's `connect_timeout`).
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Tries per name server.
+    pub attempts: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            servers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+        }
+    }
 }
 
 /// `limits:`.
@@ -367,6 +383,11 @@ impl Config {
                     ));
                 }
             }
+        }
+        if self.dns.attempts == 0 || self.dns.timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "dns: timeout and attempts must be more than zero".to_owned(),
+            ));
         }
         if self.workers == Some(0) {
             return Err(ConfigError::Invalid(

@@ -136,17 +136,21 @@ impl Egress {
         destination: &Destination,
     ) -> Result<Vec<SocketAddr>, EgressError> {
         let candidates = if route.endpoints.is_empty() {
-            let ips = self
-                .resolver
-                .resolve(&destination.host)
-                .await
-                .map_err(|e| EgressError::Dns {
-                    host: destination.host.to_string(),
-                    reason: match e {
-                        ResolveError::Failed(why) => why,
-                        other => other.to_string(),
-                    },
-                })?;
+            // A lookup never outlives the rule's connect timeout, whatever the name
+            // servers do (drop queries, or nothing listens).
+            let lookup = self.resolver.resolve(&destination.host);
+            let ips = match tokio::time::timeout(route.connect_timeout, lookup).await {
+                Ok(answer) => answer,
+                Err(_) => Err(ResolveError::Timeout),
+            }
+            .map_err(|e| EgressError::Dns {
+                host: destination.host.to_string(),
+                timed_out: e == ResolveError::Timeout,
+                reason: match e {
+                    ResolveError::Failed(why) => why,
+                    other => other.to_string(),
+                },
+            })?;
             with_port(&ips, destination.port)
         } else {
             route.endpoint_addrs(destination.port).collect()

@@ -52,6 +52,8 @@ pub enum EgressError {
         host: String,
         /// nxdomain, no_records, timeout, or the resolver's error.
         reason: String,
+        /// The lookup ran out of the rule's connect timeout.
+        timed_out: bool,
     },
     /// No upstream connection could be made.
     #[error("connect to {addr} failed: {reason}")]
@@ -151,6 +153,9 @@ impl EgressError {
             EgressError::AddressRefused { class, .. } => {
                 format!("destination_address_refused{{{}}}", class.as_str()).into()
             }
+            EgressError::Dns {
+                timed_out: true, ..
+            } => Cow::Borrowed("dns_resolution_timeout"),
             EgressError::Dns { .. } => Cow::Borrowed("dns_resolution_failure"),
             EgressError::Connect { .. } | EgressError::ConnectTimeout { .. } => {
                 Cow::Borrowed("upstream_reset_before_response_started{connection_failure}")

@@ -24,6 +24,27 @@ pub enum ResolveError {
     /// Name servers did not answer in time or failed.
     #[error("{0}")]
     Failed(String),
+    /// No answer within the time the lookup was given.
+    #[error("timeout")]
+    Timeout,
+}
+
+/// How long each query waits and how often it is tried (`dns.timeout`, `dns.attempts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    /// One query's wait for an answer.
+    pub timeout: Duration,
+    /// Tries per name server.
+    pub attempts: usize,
+}
+
+impl Default for Patience {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+        }
+    }
 }
 
 /// Resolves destination names to addresses.
@@ -40,10 +61,19 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     /// A resolver asking `servers` (UDP, falling back to TCP for truncated answers), or
-    /// the system's configuration (`/etc/resolv.conf`) when `servers` is empty.
+    /// the system's configuration (`/etc/resolv.conf`) when `servers` is empty, with the
+    /// default [`Patience`].
     ///
     /// Fails when the system configuration cannot be read.
     pub fn new(servers: &[SocketAddr]) -> Result<Self, ResolveError> {
+        Self::with_patience(servers, Patience::default())
+    }
+
+    /// [`Resolver::new`] with `patience`. Every lookup is also bounded by the rule's
+    /// connect timeout where it is made.
+    ///
+    /// Fails when the system configuration cannot be read.
+    pub fn with_patience(servers: &[SocketAddr], patience: Patience) -> Result<Self, ResolveError> {
         let (config, mut opts) = if servers.is_empty() {
             hickory_resolver::system_conf::read_system_conf().map_err(|e| {
                 ResolveError::Failed(format!("reading the system resolver configuration: {e}"))
@@ -56,8 +86,8 @@ impl Resolver {
             }
             (config, ResolverOpts::default())
         };
-        opts.timeout = Duration::from_secs(2);
-        opts.attempts = 2;
+        opts.timeout = patience.timeout;
+        opts.attempts = patience.attempts;
         opts.cache_size = 4096;
         opts.ndots = 0;
         // Hosts from /etc/hosts would let a local file, not DNS, decide where traffic

@@ -101,6 +101,29 @@ async fn unresolvable_name_is_503_df() {
 }
 
 #[tokio::test]
+async fn a_name_server_that_drops_queries_costs_the_rule_connect_timeout_not_more() {
+    let policy = r#"
+defaults: {mode: deny, allow_private: true}
+listeners: [{name: http, port: 8080, protocol: http}]
+rules:
+  - {name: quick, hosts: [silent.example.com], connect_timeout: 800ms}
+"#;
+    let s = Scenario::start(policy).await;
+    s.dns.set_silent("silent.example.com");
+    let started = Instant::now();
+    let response = s.get(&s.authority("silent.example.com"), "/").await;
+    let elapsed = started.elapsed();
+    assert_eq!(response.status, Some(503), "{}", response.text);
+    assert!(
+        elapsed < Duration::from_millis(2000),
+        "answered after {elapsed:?}"
+    );
+    let line = s.audit(1).await;
+    assert_eq!(line.flags, "DF");
+    assert_eq!(line.details, "dns_resolution_timeout");
+}
+
+#[tokio::test]
 async fn client_that_leaves_before_the_response_is_logged_dc() {
     let s = Scenario::start(&allow_policy("[api.example.com]")).await;
     let mut stream = egress_testkit::client::connect(s.http()).await.unwrap();

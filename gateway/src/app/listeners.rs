@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::listen::{self, Context, ListenError};
 use crate::metrics::Metrics;
@@ -19,7 +20,9 @@ use crate::policy::Listener;
 struct Running {
     spec: Listener,
     addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// Cancelled to stop accepting; the task then takes what is queued and ends.
+    stop: CancellationToken,
+    _task: JoinHandle<()>,
 }
 
 /// What [`Listeners::apply`] changed.
@@ -97,16 +100,19 @@ impl Listeners {
             match listen::bind(spec, addr) {
                 Ok(socket) => {
                     let addr = socket.local_addr().unwrap_or(addr);
-                    let task = listen::spawn(Arc::clone(&self.ctx), spec.clone(), socket);
+                    let stop = CancellationToken::new();
+                    let task =
+                        listen::spawn(Arc::clone(&self.ctx), spec.clone(), socket, stop.clone());
                     let new = Running {
                         spec: spec.clone(),
                         addr,
-                        task,
+                        stop,
+                        _task: task,
                     };
                     // Bound before the old one stops: the port never goes unserved.
                     match running.insert(spec.name.clone(), new) {
                         Some(old) => {
-                            old.task.abort();
+                            old.stop.cancel();
                             applied.changed.push(spec.name.clone());
                         }
                         None => applied.added.push(spec.name.clone()),
@@ -130,7 +136,7 @@ impl Listeners {
             .collect();
         for name in gone {
             if let Some(old) = running.remove(&name) {
-                old.task.abort();
+                old.stop.cancel();
                 applied.removed.push(name);
             }
         }
@@ -154,10 +160,11 @@ impl Listeners {
             .collect()
     }
 
-    /// Stops accepting on every listener; connections already accepted go on.
+    /// Stops accepting on every listener (taking what is queued first); connections
+    /// already accepted go on.
     pub fn stop(&self) {
         for (_, running) in std::mem::take(&mut *self.running()) {
-            running.task.abort();
+            running.stop.cancel();
         }
     }
 }

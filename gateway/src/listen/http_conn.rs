@@ -17,19 +17,33 @@ use super::preface::{self, Rewind, Verdict};
 use super::Downstream;
 use crate::audit::{Recorder, ResponseFlags};
 
+/// How long a keep-alive connection may rest between requests once the gateway drains:
+/// a client sending its next request at once is answered (with `Connection: close`),
+/// one that rests longer is closed as an idle connection would be.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
 /// Reads the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1: the verdict and
-/// the bytes read, to replay. `None` when the connection is over: the client left, the
-/// gateway drains, or the client stopped inside the preface for the header timeout.
+/// the bytes read, to replay. `None` when the connection is over: the client left, or
+/// stopped inside the preface for the header timeout.
 ///
 /// A connection with nothing sent yet rests as an idle keep-alive one would (closed
 /// quietly after the idle timeout); once bytes arrive, the head must complete within
-/// the header timeout.
+/// the header timeout. A drain does not close a connection that was accepted before it:
+/// its first request is waited for (up to the header timeout) and answered.
 pub(super) async fn sniff(conn: &Conn, io: &mut Downstream) -> Option<(Verdict, Vec<u8>)> {
     let limits = &conn.ctx.limits;
     let mut read = Vec::new();
-    let first = tokio::select! {
-        () = conn.ctx.drain.cancelled() => return None,
-        first = tokio::time::timeout(limits.idle_timeout, preface::read_more(io, &mut read)) => first,
+    let idle_until = Instant::now() + limits.idle_timeout;
+    let first = {
+        let reading = preface::read_more(io, &mut read);
+        tokio::pin!(reading);
+        tokio::select! {
+            first = tokio::time::timeout_at(idle_until, &mut reading) => first,
+            () = conn.ctx.drain.cancelled() => {
+                let until = idle_until.min(Instant::now() + limits.header_timeout);
+                tokio::time::timeout_at(until, reading).await
+            }
+        }
     };
     let mut verdict = match first {
         Ok(Ok(verdict)) => verdict,
@@ -62,7 +76,18 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
     let service_conn = Arc::clone(&conn);
     let service = service_fn(move |req| {
         let conn = Arc::clone(&service_conn);
-        async move { Ok::<_, Infallible>(handle(conn, req).await) }
+        async move {
+            let mut response = handle(Arc::clone(&conn), req).await;
+            // Draining: answered, then closed, so the client's next request goes to a
+            // gateway that stays.
+            if conn.ctx.drain.is_cancelled() {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(response)
+        }
     });
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
     let served = http1::Builder::new()
@@ -78,7 +103,10 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
     tokio::pin!(served);
 
     let limits = &ctx.limits;
-    let mut draining = false;
+    // Set when the gateway drains: from then on a connection may rest only
+    // DRAIN_IDLE_GRACE between requests (counted from the drain at the earliest).
+    let mut draining: Option<std::time::Instant> = None;
+    let mut closing = false;
     // One timer and one drain future for the connection's life. No phase change wakes
     // this loop: the timer checks back at least every header timeout, so a head that
     // starts meanwhile is still cut a header timeout after its first byte, and a busy
@@ -88,22 +116,38 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
     let timer = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(timer);
     let result = loop {
-        let timer_at = check_back(activity.phase(), limits.header_timeout, limits.idle_timeout);
+        let phase = match (activity.phase(), draining) {
+            (Phase::Idle(since), Some(drained)) => Phase::Idle(since.max(drained)),
+            (phase, _) => phase,
+        };
+        let idle_timeout = match draining {
+            Some(_) => DRAIN_IDLE_GRACE.min(limits.idle_timeout),
+            None => limits.idle_timeout,
+        };
+        let timer_at = check_back(phase, limits.header_timeout, idle_timeout);
         if timer.deadline() != timer_at {
             timer.as_mut().reset(timer_at);
         }
         tokio::select! {
             result = &mut served => break result,
-            () = &mut drain, if !draining => {
-                draining = true;
-                served.as_mut().graceful_shutdown();
+            () = &mut drain, if draining.is_none() => {
+                draining = Some(std::time::Instant::now());
             }
-            () = &mut timer => match activity.phase() {
+            () = &mut timer => match phase {
                 Phase::Head(since) if since.elapsed() >= limits.header_timeout => {
                     audit_connection_failure(&conn, 0, ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR, "request_header_timeout");
                     return;
                 }
-                Phase::Idle(since) if since.elapsed() >= limits.idle_timeout => return,
+                Phase::Idle(since) if since.elapsed() >= idle_timeout => {
+                    if draining.is_none() {
+                        return;
+                    }
+                    // Resting past the grace while draining: closed between requests.
+                    if !closing {
+                        closing = true;
+                        served.as_mut().graceful_shutdown();
+                    }
+                }
                 _ => {}
             },
         }

@@ -207,16 +207,24 @@ fn steer_to_newest(_: &TcpListener) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Accepts connections on `listener` until the gateway drains.
+/// Accepts connections on `listener` until `stop` is cancelled or the gateway drains;
+/// then takes what is already queued on the socket before closing it, so that a
+/// connection the kernel accepted is served rather than reset.
 pub fn spawn(
     ctx: Arc<Context>,
     spec: Listener,
     listener: TcpListener,
+    stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(accept_loop(ctx, Arc::new(spec), listener))
+    tokio::spawn(accept_loop(ctx, Arc::new(spec), listener, stop))
 }
 
-async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListener) {
+async fn accept_loop(
+    ctx: Arc<Context>,
+    spec: Arc<Listener>,
+    listener: TcpListener,
+    stop: CancellationToken,
+) {
     let name: Arc<str> = Arc::from(spec.name.as_str());
     let tls = spec.tls.as_ref().map(|tls| {
         let alpn: &[&[u8]] = match spec.protocol {
@@ -247,31 +255,42 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         .local_addr()
         .ok()
         .filter(|addr| !addr.ip().is_unspecified());
-    loop {
-        let accepted = tokio::select! {
-            () = ctx.drain.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
+    let dispatch = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
-        let ctx = Arc::clone(&ctx);
+        let ctx_for_task = Arc::clone(&ctx);
         let name = Arc::clone(&name);
         let spec = Arc::clone(&spec);
         let active = active.clone();
         let tls = tls.clone();
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            serve(ctx, name, spec, tls, stream, peer, bound).await;
+            serve(ctx_for_task, name, spec, tls, stream, peer, bound).await;
             active.dec();
         });
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            () = ctx.drain.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => dispatch(stream, peer),
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    // The accept queue: connections the kernel completed before the socket closes.
+    let mut queued = 0usize;
+    while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+        dispatch(stream, peer);
+        queued += 1;
+    }
+    if queued > 0 {
+        tracing::debug!(listener = %spec.name, queued, "served the connections queued when the listener closed");
     }
 }
 

@@ -15,6 +15,7 @@ mod bad_requests;
 mod clients;
 mod common;
 mod connect;
+mod drain;
 mod forwarding;
 mod guard;
 mod h2;

@@ -11,8 +11,9 @@ use http::Method;
 
 use crate::replica::{Fleet, Replica};
 
-/// Requests on new connections, back to back from `clients` tasks, until `stop`;
-/// returns (ok, failed).
+/// Requests back to back from `clients` tasks until `stop`, half of them on a new
+/// connection each, half on keep-alive connections (a new one only when the gateway
+/// closes it); returns (ok, failed, errors).
 fn load(
     addr: std::net::SocketAddr,
     authority: String,
@@ -24,7 +25,8 @@ fn load(
         let failed = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for _ in 0..clients {
+        for client in 0..clients {
+            let keep_alive = client % 2 == 1;
             let (ok, failed, errors, stop, authority) = (
                 Arc::clone(&ok),
                 Arc::clone(&failed),
@@ -33,12 +35,23 @@ fn load(
                 authority.clone(),
             );
             tasks.push(tokio::spawn(async move {
+                let mut kept: Option<KeepAliveClient> = None;
                 while !stop.load(Ordering::Relaxed) {
                     let answer = async {
-                        let mut client = KeepAliveClient::connect(addr).await?;
-                        client
+                        let mut client = match kept.take() {
+                            Some(client) if !client.is_closed() => client,
+                            _ => KeepAliveClient::connect(addr).await?,
+                        };
+                        let answer = client
                             .request(Method::GET, "/", &[("host", authority.as_str())], "")
-                            .await
+                            .await;
+                        let closing = answer
+                            .as_ref()
+                            .is_ok_and(|r| r.header("connection") == Some("close"));
+                        if keep_alive && !closing {
+                            kept = Some(client);
+                        }
+                        answer
                     }
                     .await;
                     match answer {
@@ -75,9 +88,9 @@ fn audit_requests(r: &Replica) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_second_process_on_the_same_port_takes_over_with_no_failed_request() {
+async fn new_processes_on_the_same_port_take_over_twice_with_no_failed_request() {
     let fleet = Fleet::start().await;
-    let old = fleet
+    let first = fleet
         .replica(1)
         .seed_from(fleet.seed(&["api.example.com"]))
         .drain_delay("1s")
@@ -85,52 +98,59 @@ async fn a_second_process_on_the_same_port_takes_over_with_no_failed_request() {
         .await;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let running = load(
-        old.http,
+        first.http,
         fleet.authority("api.example.com"),
         4,
         Arc::clone(&stop),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-
-    // The new process binds the same address and port while the old one serves.
-    let new = fleet
-        .replica(1)
-        .dir_name("replica-1-new")
-        .drain_delay("1s")
-        .start()
-        .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    old.terminate();
-    let mut old = old;
-    let status = tokio::task::spawn_blocking(move || {
-        let status = old.wait_exit(Duration::from_secs(20));
-        (status, old)
-    })
-    .await
-    .unwrap();
-    let (exit, old) = status;
-    assert!(exit.success(), "the old process exits 0: {exit}");
+
+    // Each new process binds the same address and port while the old one serves, then
+    // the old one is sent SIGTERM: twice over.
+    let mut done = Vec::new();
+    let mut old = first;
+    for generation in ["second", "third"] {
+        let new = fleet
+            .replica(1)
+            .dir_name(generation)
+            .drain_delay("1s")
+            .start()
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        old.terminate();
+        let (exit, old_done) = tokio::task::spawn_blocking(move || {
+            let exit = old.wait_exit(Duration::from_secs(20));
+            (exit, old)
+        })
+        .await
+        .unwrap();
+        assert!(exit.success(), "the old process exits 0: {exit}");
+        done.push(old_done);
+        old = new;
+    }
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, Ordering::Relaxed);
     let (ok, failed, errors) = running.await.unwrap();
     assert_eq!(failed, 0, "no request failed ({ok} succeeded): {errors:?}");
-    assert!(ok > 50, "the load ran: {ok}");
-    let new_lines = {
+    assert!(ok > 100, "the load ran: {ok}");
+    let lines = {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let n = audit_requests(&new);
-            if audit_requests(&old) + n >= ok || Instant::now() > deadline {
+            let n: u64 = done.iter().map(audit_requests).sum::<u64>() + audit_requests(&old);
+            if n >= ok || Instant::now() > deadline {
                 break n;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     assert_eq!(
-        audit_requests(&old) + new_lines,
-        ok,
-        "both processes' audit lines add up to the client's count"
+        lines, ok,
+        "the processes' audit lines add up to the client's count"
     );
-    assert!(new_lines > 0, "the new process served part of it");
+    assert!(
+        audit_requests(&old) > 0,
+        "the last process served part of it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

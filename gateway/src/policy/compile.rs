@@ -55,7 +55,16 @@ pub fn compile(files: &[PolicyFile]) -> Result<Policy, PolicyErrors> {
 struct Parsed<'a> {
     file: &'a str,
     doc: Document,
-    lines: LineIndex,
+    text: &'a str,
+    /// Built on the first error only: for a 100k-rule file the index is tens of MiB
+    /// that a valid set never needs.
+    lines: std::cell::OnceCell<LineIndex>,
+}
+
+impl Parsed<'_> {
+    fn lines(&self) -> &LineIndex {
+        self.lines.get_or_init(|| LineIndex::new(self.text))
+    }
 }
 
 #[derive(Default)]
@@ -67,7 +76,7 @@ impl Compiler {
     fn error(&mut self, at: &Parsed<'_>, path: String, message: String) {
         self.errors.push(PolicyError {
             file: at.file.to_owned(),
-            line: at.lines.line(&path),
+            line: at.lines().line(&path),
             path,
             message,
         });
@@ -78,7 +87,8 @@ impl Compiler {
             Ok(doc) => Some(Parsed {
                 file: &file.name,
                 doc: doc.unwrap_or_default(),
-                lines: LineIndex::new(&file.text),
+                text: &file.text,
+                lines: std::cell::OnceCell::new(),
             }),
             Err(e) => {
                 // serde stops at the first error; every other one is found part by part,
@@ -100,7 +110,8 @@ impl Compiler {
                 shaped.rest.map(|doc| Parsed {
                     file: &file.name,
                     doc,
-                    lines,
+                    text: &file.text,
+                    lines: lines.into(),
                 })
             }
         }
@@ -453,7 +464,7 @@ impl Compiler {
 
 /// `file:line` of `path` in a document, for messages that point to another place.
 fn place(at: &Parsed<'_>, path: &str) -> String {
-    match at.lines.line(path) {
+    match at.lines().line(path) {
         Some(line) => format!("{}:{line}", at.file),
         None => at.file.to_owned(),
     }

@@ -109,6 +109,18 @@ pub fn set_rule(doc: &mut Document, rule: RuleDoc) -> bool {
     }
 }
 
+/// What changed from the set of files `old` to `new`, as [`summarize`] says it.
+pub fn summarize_files(old: &[PolicyFile], new: &[PolicyFile]) -> Vec<String> {
+    // A file present with the same name and text on both sides changes nothing; leaving
+    // it out spares parsing it twice (a 100k-rule file beside the one edited).
+    let same = |f: &PolicyFile, other: &[PolicyFile]| {
+        other.iter().any(|o| o.name == f.name && o.text == f.text)
+    };
+    let old_changed: Vec<PolicyFile> = old.iter().filter(|f| !same(f, new)).cloned().collect();
+    let new_changed: Vec<PolicyFile> = new.iter().filter(|f| !same(f, old)).cloned().collect();
+    summarize(&merge(&old_changed), &merge(&new_changed))
+}
+
 /// What changed from `old` to `new`, one line per default, listener or rule.
 pub fn summarize(old: &Document, new: &Document) -> Vec<String> {
     let mut out = Vec::new();

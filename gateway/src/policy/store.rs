@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::sync::watch;
 
-use super::edit::{merge, summarize};
+use super::edit::summarize_files;
 use super::{compile, Policy, PolicyError, PolicyErrors, PolicyFile};
 use history::{Kept, VersionMeta, Versions};
 
@@ -144,7 +144,7 @@ impl PolicyStore {
         if last.is_none_or(|last| last.files != files) {
             let mut summary = vec!["loaded at start-up".to_owned()];
             if let Some(last) = last {
-                summary.extend(summarize(&merge(&last.files), &merge(&files)));
+                summary.extend(summarize_files(&last.files, &files));
             }
             kept.push(Kept {
                 meta: VersionMeta {
@@ -386,7 +386,7 @@ impl PolicyStore {
             version: self.version() + 1,
             time: history::now(),
             author: author.to_owned(),
-            summary: summarize(&merge(&current.sources), &merge(&next.sources)),
+            summary: summarize_files(&current.sources, &next.sources),
         }
     }
 

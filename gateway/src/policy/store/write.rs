@@ -8,7 +8,7 @@ use std::sync::PoisonError;
 
 use super::history::{self, Kept, VersionMeta};
 use super::PolicyStore;
-use crate::policy::edit::{merge, summarize};
+use crate::policy::edit::summarize_files;
 use crate::policy::{compile, Policy, PolicyErrors, PolicyFile};
 
 /// The file an admin write leaves in the policy directory.
@@ -128,7 +128,7 @@ impl PolicyStore {
                 summary: Vec::new(),
             });
         }
-        let mut summary = summarize(&merge(&current.sources), &merge(&files));
+        let mut summary = summarize_files(&current.sources, &files);
         if let Some(note) = candidate.note {
             summary.insert(0, note);
         }

@@ -16,7 +16,7 @@ use super::layout::{self, Key, Stored};
 use super::{
     decode_member, layout_errors, lock, meta, Etcd, Member, Unreachable, MEMBER_TTL_SECONDS,
 };
-use crate::policy::edit::{merge, summarize};
+use crate::policy::edit::summarize_files;
 use crate::policy::store::history::{self, VersionMeta};
 use crate::policy::store::{load_dir, PolicyStore};
 use crate::policy::{compile, PolicyErrors, PolicyFile};
@@ -166,7 +166,7 @@ async fn compile_value(
     };
     // Only a set put by hand lacks a record; summarizing 100k rules is not free.
     let summary = match (&record, current) {
-        (None, Some(c)) => Some(summarize(&merge(&c.sources), &merge(&files))),
+        (None, Some(c)) => Some(summarize_files(&c.sources, &files)),
         _ => None,
     };
     let compiled = {

@@ -12,7 +12,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, SortOrder, SortTarget, Txn, Tx
 
 use super::layout::{self, Manifest, Packed};
 use super::{meta, to_i64, Etcd, Unreachable};
-use crate::policy::edit::{merge, summarize};
+use crate::policy::edit::summarize_files;
 use crate::policy::store::history;
 use crate::policy::store::write::{Candidate, WriteError, Written};
 use crate::policy::store::PolicyStore;
@@ -84,7 +84,7 @@ pub fn write(
                 summary: Vec::new(),
             });
         }
-        let mut summary = summarize(&merge(&current.sources), &merge(&files));
+        let mut summary = summarize_files(&current.sources, &files);
         if let Some(note) = &candidate.note {
             summary.insert(0, note.clone());
         }

@@ -78,6 +78,17 @@ pub trait Control: Send + Sync + 'static {
     /// Stops accepting, lets work in flight finish up to the drain timeout, and reports.
     /// Readiness turns false at once.
     fn drain(&self) -> Pin<Box<dyn Future<Output = DrainReport> + Send>>;
+    /// Called once per admin API request answered, for metrics: `route` is its path in
+    /// [`routes::ROUTES`] (`unmatched` for none), `method` one the API serves (`other`
+    /// for the rest), `code` the status sent. All three come from bounded sets.
+    fn admin_request(&self, route: &'static str, method: &'static str, code: u16) {
+        let _ = (route, method, code);
+    }
+    /// Called once per request refused for its token, for metrics: `reason` is one of
+    /// [`auth::FAILURE_REASONS`].
+    fn admin_auth_failed(&self, reason: &'static str) {
+        let _ = reason;
+    }
 }
 
 /// How the admin API is served.

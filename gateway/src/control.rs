@@ -228,6 +228,21 @@ impl egress_admin::Control for GatewayControl {
             }
         })
     }
+
+    fn admin_request(&self, route: &'static str, method: &'static str, code: u16) {
+        let mut digits = itoa::Buffer::new();
+        self.metrics
+            .admin_requests
+            .with_label_values(&[route, method, digits.format(code)])
+            .inc();
+    }
+
+    fn admin_auth_failed(&self, reason: &'static str) {
+        self.metrics
+            .admin_auth_failures
+            .with_label_values(&[reason])
+            .inc();
+    }
 }
 
 /// The text a change proposes for `policy.yaml`.

@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::EgressError;
 use crate::guard;
-use crate::metrics::Metrics;
+use crate::metrics::{LookupResult, Metrics};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Decision, Policy, Query, Route, Verdict};
 use crate::resolve::{with_port, ResolveError, Resolver};
@@ -137,7 +138,6 @@ impl Egress {
     ) -> Result<Vec<SocketAddr>, EgressError> {
         let candidates = if route.endpoints.is_empty() {
             let ips = self
-                .resolver
                 .resolve(&destination.host)
                 .await
                 .map_err(|e| EgressError::Dns {
@@ -177,21 +177,38 @@ impl Egress {
             _ => Ok(allowed),
         }
     }
+
+    /// Resolves `host`, counting the lookup of a name by its result and duration.
+    async fn resolve(&self, host: &Host) -> Result<Vec<IpAddr>, ResolveError> {
+        let started = Instant::now();
+        let resolved = self.resolver.resolve(host).await;
+        if matches!(host, Host::Name(_)) {
+            let result = match &resolved {
+                Ok(_) => LookupResult::Ok,
+                Err(ResolveError::NotFound) => LookupResult::NxDomain,
+                Err(ResolveError::NoRecords) => LookupResult::NoRecords,
+                Err(ResolveError::Failed(_)) => LookupResult::Error,
+            };
+            self.metrics.dns.observe(result, started.elapsed());
+        }
+        resolved
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
     use crate::policy::Policy;
 
     fn egress() -> Egress {
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
         Egress {
             store: PolicyStore::from_policy(Policy::empty()),
             resolver: Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
-            pool: Pool::new(),
-            metrics: Metrics::new(prometheus::Registry::new()).unwrap(),
+            pool: Pool::new(metrics.upstream.clone()),
+            metrics,
         }
     }
 

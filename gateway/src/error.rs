@@ -107,7 +107,31 @@ pub enum EgressError {
     Overflow(String),
 }
 
+/// Why a request or connection was denied, as `egress_denials_total` counts it: a
+/// deny rule matched, no rule allows it, or the address guard refused every address.
+pub const DENIAL_REASONS: [&str; 3] = ["rule", "no_rule", "address_refused"];
+
 impl EgressError {
+    /// The reason of a denial (one of [`DENIAL_REASONS`]), or `None` for any other
+    /// failure. A denied request is counted with `decision="deny"`, whatever the rule
+    /// that matched said: a destination the guard refused was not let out.
+    pub fn denial_reason(&self) -> Option<&'static str> {
+        match self {
+            EgressError::Denied { rule: Some(_), .. } => Some(DENIAL_REASONS[0]),
+            EgressError::Denied { rule: None, .. } => Some(DENIAL_REASONS[1]),
+            EgressError::AddressRefused { .. } => Some(DENIAL_REASONS[2]),
+            _ => None,
+        }
+    }
+
+    /// The reason of a bad request, for `egress_bad_requests_total`.
+    pub fn bad_request_reason(&self) -> Option<&'static str> {
+        match self {
+            EgressError::BadRequest { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {

@@ -18,6 +18,7 @@ mod connect;
 mod forwarding;
 mod guard;
 mod h2;
+mod metrics;
 mod mtls;
 mod observability;
 mod proxy_protocol;

@@ -12,6 +12,7 @@ mod admin_api;
 mod admin_store;
 mod audit_lines;
 mod bad_requests;
+mod cardinality;
 mod clients;
 mod common;
 mod connect;

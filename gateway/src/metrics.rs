@@ -22,6 +22,37 @@ use crate::audit::AuditSink;
 use crate::guard::AddressClass;
 use crate::policy::Policy;
 
+/// Why a request or connection was refused before a decision: the labels of
+/// `egress_bad_requests_total`, each at 0 from start-up. The HTTP listener's
+/// `BadRequest` reasons, what hyper refused, the TLS listener's ClientHello refusals
+/// and the PROXY header's; anything else is counted as `other`.
+pub const BAD_REQUEST_REASONS: &[&str] = &[
+    "missing_host_header",
+    "duplicate_host_header",
+    "invalid_host",
+    "ambiguous_host",
+    "invalid_path",
+    "unsupported_scheme",
+    "origin_form_on_proxy",
+    "connect_not_supported",
+    "invalid_connect_target",
+    "transfer_encoding_with_content_length",
+    "unsupported_transfer_encoding",
+    "invalid_request_body",
+    "http1.codec_error",
+    "http1.headers_too_large",
+    "http1.uri_too_long",
+    "request_header_timeout",
+    "tls_client_hello_timeout",
+    "tls_not_tls",
+    "tls_malformed_client_hello",
+    "tls_client_hello_too_large",
+    "tls_invalid_sni",
+    "proxy_protocol_invalid",
+    "proxy_protocol_timeout",
+    "other",
+];
+
 /// The gateway's collectors.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -267,6 +298,9 @@ impl Metrics {
         for class in AddressClass::ALL {
             address_refused.with_label_values(&[class.as_str()]);
         }
+        for reason in BAD_REQUEST_REASONS {
+            bad_requests.with_label_values(&[reason]);
+        }
         for reason in crate::error::DENIAL_REASONS {
             denials.with_label_values(&[reason]);
         }
@@ -323,9 +357,14 @@ impl Metrics {
         self.policy_last_reload.set(now.as_secs_f64());
     }
 
-    /// Counts a request or connection refused before a decision, for `reason`.
+    /// Counts a request or connection refused before a decision, for `reason` (one of
+    /// [`BAD_REQUEST_REASONS`]; any other is counted as `other`, so the label set stays
+    /// the one exported at start-up).
     pub fn bad_request(&self, reason: &str) {
-        self.bad_requests.with_label_values(&[reason]).inc();
+        let known = BAD_REQUEST_REASONS.contains(&reason);
+        debug_assert!(known, "{reason} is missing from BAD_REQUEST_REASONS");
+        let label = if known { reason } else { "other" };
+        self.bad_requests.with_label_values(&[label]).inc();
     }
 
     /// Counts one finished request or connection.

@@ -77,8 +77,12 @@ pub struct Metrics {
     pub policy_listeners: IntGauge,
     /// When the policy in force was applied, in Unix seconds.
     pub policy_last_reload: Gauge,
-    /// Bytes relayed, by listener and direction (received / sent).
+    /// Bytes relayed, by listener, rule and direction (received / sent).
     pub bytes: IntCounterVec,
+    /// HTTP request body sizes, by listener.
+    pub request_size: HistogramVec,
+    /// HTTP response body sizes, by listener.
+    pub response_size: HistogramVec,
     /// Malformed or oversized requests refused before a decision, by reason.
     pub bad_requests: IntCounterVec,
     /// Upstream connects: duration and failures.
@@ -162,9 +166,31 @@ impl Metrics {
         let bytes = IntCounterVec::new(
             Opts::new(
                 "egress_bytes_total",
-                "Body or tunnel bytes, by listener and direction",
+                "Body or tunnel bytes, by listener, rule and direction",
             ),
-            &["listener", "direction"],
+            &["listener", "rule", "direction"],
+        )?;
+        let sizes = || {
+            prometheus::exponential_buckets(64.0, 4.0, 11).map(|mut b| {
+                b.insert(0, 0.0);
+                b
+            })
+        };
+        let request_size = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_request_size_bytes",
+                "HTTP request body sizes, by listener",
+            )
+            .buckets(sizes()?),
+            &["listener"],
+        )?;
+        let response_size = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_response_size_bytes",
+                "HTTP response body sizes, by listener",
+            )
+            .buckets(sizes()?),
+            &["listener"],
         )?;
         let bad_requests = IntCounterVec::new(
             Opts::new(
@@ -243,6 +269,8 @@ impl Metrics {
         for collector in [
             Box::new(bad_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(denials.clone()),
+            Box::new(request_size.clone()),
+            Box::new(response_size.clone()),
             Box::new(policy_rules.clone()),
             Box::new(policy_listeners.clone()),
             Box::new(policy_last_reload.clone()),
@@ -320,6 +348,8 @@ impl Metrics {
             policy_listeners,
             policy_last_reload,
             bytes,
+            request_size,
+            response_size,
             bad_requests,
             upstream,
             dns,

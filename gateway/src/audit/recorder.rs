@@ -212,9 +212,22 @@ impl Recorder {
             if bytes > 0 {
                 metrics
                     .bytes
-                    .with_label_values(&[&p.listener, direction])
+                    .with_label_values(&[&p.listener, rule, direction])
                     .inc_by(bytes);
             }
+        }
+        // HTTP requests only: a tunnel's bytes are not one message.
+        if p.record.method.is_some() && p.tunnel_since.is_none() {
+            let listener = [&*p.listener];
+            let (received, sent) = (p.record.bytes_received as f64, p.record.bytes_sent as f64);
+            metrics
+                .request_size
+                .with_label_values(&listener)
+                .observe(received);
+            metrics
+                .response_size
+                .with_label_values(&listener)
+                .observe(sent);
         }
     }
 }

@@ -304,3 +304,53 @@ async fn the_audit_queue_is_exported_with_its_capacity() {
     assert_eq!(e.value("egress_audit_lines_written_total", &[]), 20.0);
     assert_eq!(e.value("egress_audit_write_errors_total", &[]), 0.0);
 }
+
+#[tokio::test]
+async fn bytes_are_counted_by_rule_and_bodies_by_size() {
+    let s = Scenario::start(&allow_policy("[api.example.com]")).await;
+    let host = s.authority("api.example.com");
+    let mut client = KeepAliveClient::connect(s.http()).await.unwrap();
+    let response = client
+        .request(
+            Method::POST,
+            "/bytes/5000",
+            &[("host", host.as_str())],
+            vec![b'x'; 1000],
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), 5000);
+    let sizes = [r#"listener="http""#];
+    let e = Exposition::wait(&s.gateway, |e| {
+        e.value_or_zero("egress_response_size_bytes_count", &sizes) >= 1.0
+    })
+    .await;
+    let bytes = |direction: &str| {
+        let direction = format!(r#"direction="{direction}""#);
+        e.value(
+            "egress_bytes_total",
+            &[r#"listener="http""#, r#"rule="allowed""#, &direction],
+        )
+    };
+    assert_eq!(bytes("received"), 1000.0);
+    assert_eq!(bytes("sent"), 5000.0);
+    assert_eq!(e.value("egress_request_size_bytes_count", &sizes), 1.0);
+    assert_eq!(e.value("egress_request_size_bytes_sum", &sizes), 1000.0);
+    assert_eq!(e.value("egress_response_size_bytes_sum", &sizes), 5000.0);
+    // 5000 bytes fall in the 16 KiB bucket, not in the 4 KiB one.
+    assert_eq!(
+        e.value(
+            "egress_response_size_bytes_bucket",
+            &[r#"listener="http""#, r#"le="4096""#]
+        ),
+        0.0
+    );
+    assert_eq!(
+        e.value(
+            "egress_response_size_bytes_bucket",
+            &[r#"listener="http""#, r#"le="16384""#]
+        ),
+        1.0
+    );
+}

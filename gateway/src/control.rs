@@ -124,6 +124,12 @@ impl egress_admin::Control for GatewayControl {
                 .revision_lag
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
+        // Listeners come and go with the policy: only the running ones are exported.
+        let expiry = &self.metrics.certificate_expiry;
+        expiry.reset();
+        for (listener, at) in self.ctx.certificates.expiries() {
+            expiry.with_label_values(&[&listener]).set(at as f64);
+        }
         self.metrics.render()
     }
 

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use prometheus::{
-    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 pub use upstream::{ConnectFailure, ConnectMetrics, DnsMetrics, LookupResult};
@@ -99,6 +100,8 @@ pub struct Metrics {
     pub admin_requests: IntCounterVec,
     /// Admin API requests refused for their token, by reason.
     pub admin_auth_failures: IntCounterVec,
+    /// When the certificate each TLS-terminating listener serves expires, Unix seconds.
+    pub certificate_expiry: GaugeVec,
     /// Listeners of the policy that could not bind, by listener.
     pub listener_bind_errors: IntCounterVec,
     /// 1 while the policy store answers (always 1 for the policy directory).
@@ -253,6 +256,13 @@ impl Metrics {
             ),
             &["reason"],
         )?;
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "egress_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate a TLS-terminating listener serves expires (its notAfter), in Unix seconds",
+            ),
+            &["listener"],
+        )?;
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "egress_build_info",
@@ -279,6 +289,7 @@ impl Metrics {
             Box::new(tunnel_duration.clone()),
             Box::new(admin_requests.clone()),
             Box::new(admin_auth_failures.clone()),
+            Box::new(certificate_expiry.clone()),
             Box::new(build_info),
         ] {
             registry.register(collector)?;
@@ -358,6 +369,7 @@ impl Metrics {
             tunnel_duration,
             admin_requests,
             admin_auth_failures,
+            certificate_expiry,
             listener_bind_errors,
             store_up,
             fleet_members,

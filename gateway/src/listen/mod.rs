@@ -50,6 +50,8 @@ pub struct Context {
     pub connections: Arc<Connections>,
     /// A tunnel open longer than this writes interim audit lines this often.
     pub audit_flush_interval: Duration,
+    /// The certificates terminating listeners serve, for the expiry gauge.
+    pub certificates: tls_in::Certificates,
 }
 
 /// How long tunnels closed at the drain timeout get to write their final lines.
@@ -232,6 +234,7 @@ async fn accept_loop(ctx: Arc<Context>, spec: Arc<Listener>, listener: TcpListen
         ))
     });
     if let Some(tls) = &tls {
+        ctx.certificates.track(tls);
         // Loaded now so a missing certificate is in the log at start; connections are
         // refused (with an audit line) until it loads.
         let _ = tls.load().await;

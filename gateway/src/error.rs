@@ -77,6 +77,8 @@ pub enum EgressError {
         addr: SocketAddr,
         /// `TLS_error:...`, as UPSTREAM_TRANSPORT_FAILURE_REASON prints it.
         reason: String,
+        /// What failed, for the metrics.
+        failure: TlsFailure,
     },
     /// The route's request_timeout passed before the response completed.
     #[error("upstream {addr} did not answer within {}", humantime::format_duration(*timeout))]
@@ -105,6 +107,52 @@ pub enum EgressError {
     /// A local limit refused the work.
     #[error("overloaded: {0}")]
     Overflow(String),
+}
+
+/// Why TLS to an upstream failed: a bounded label of
+/// `egress_tls_handshake_failures_total{side="origination"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The upstream's certificate does not verify (issuer, name, validity...).
+    CertificateVerifyFailed,
+    /// The upstream sent an alert.
+    AlertReceived,
+    /// No application protocol both sides speak (ALPN).
+    NoApplicationProtocol,
+    /// Anything else the handshake met (not TLS, no shared cipher...).
+    Handshake,
+    /// The handshake did not finish within the connect timeout.
+    Timeout,
+    /// The destination is not a name TLS can verify.
+    InvalidServerName,
+    /// The rule's `ca_file` cannot be read or holds no usable certificate.
+    CaFile,
+}
+
+impl TlsFailure {
+    /// Every failure, in declaration order.
+    pub const ALL: [TlsFailure; 7] = [
+        TlsFailure::CertificateVerifyFailed,
+        TlsFailure::AlertReceived,
+        TlsFailure::NoApplicationProtocol,
+        TlsFailure::Handshake,
+        TlsFailure::Timeout,
+        TlsFailure::InvalidServerName,
+        TlsFailure::CaFile,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::CertificateVerifyFailed => "certificate_verify_failed",
+            TlsFailure::AlertReceived => "alert_received",
+            TlsFailure::NoApplicationProtocol => "no_application_protocol",
+            TlsFailure::Handshake => "handshake_failed",
+            TlsFailure::Timeout => "handshake_timeout",
+            TlsFailure::InvalidServerName => "invalid_server_name",
+            TlsFailure::CaFile => "ca_file",
+        }
+    }
 }
 
 /// Why a request or connection was denied, as `egress_denials_total` counts it: a
@@ -270,6 +318,7 @@ mod tests {
         let tls = EgressError::UpstreamTls {
             addr,
             reason: "TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer".into(),
+            failure: TlsFailure::CertificateVerifyFailed,
         };
         assert_eq!(tls.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(tls.flags(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);

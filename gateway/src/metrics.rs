@@ -54,6 +54,16 @@ pub const BAD_REQUEST_REASONS: &[&str] = &[
     "other",
 ];
 
+/// Why an inbound TLS handshake failed (the audit line's details): the
+/// `side="inbound"` reasons of `egress_tls_handshake_failures_total`.
+pub const TLS_INBOUND_FAILURES: [&str; 5] = [
+    "tls_certificate_unavailable",
+    "tls_handshake_timeout",
+    "client_certificate_required",
+    "client_certificate_refused",
+    "tls_handshake_failed",
+];
+
 /// The gateway's collectors.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -86,6 +96,8 @@ pub struct Metrics {
     pub response_size: HistogramVec,
     /// Malformed or oversized requests refused before a decision, by reason.
     pub bad_requests: IntCounterVec,
+    /// TLS handshakes that failed, by side (inbound / origination) and reason.
+    pub tls_handshake_failures: IntCounterVec,
     /// Upstream connects: duration and failures.
     pub upstream: ConnectMetrics,
     /// Destination name lookups: results and duration.
@@ -298,7 +310,18 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
-        let upstream = ConnectMetrics::new(&registry)?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "egress_tls_handshake_failures_total",
+                "TLS handshakes that failed, by side (inbound from clients, origination to upstreams) and reason",
+            ),
+            &["side", "reason"],
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        for reason in TLS_INBOUND_FAILURES {
+            tls_handshake_failures.with_label_values(&["inbound", reason]);
+        }
+        let upstream = ConnectMetrics::new(&registry, &tls_handshake_failures)?;
         let dns = DnsMetrics::new(&registry)?;
         let listener_bind_errors = IntCounterVec::new(
             Opts::new(
@@ -362,6 +385,7 @@ impl Metrics {
             request_size,
             response_size,
             bad_requests,
+            tls_handshake_failures,
             upstream,
             dns,
             tunnels_opened,
@@ -427,6 +451,18 @@ impl Metrics {
         self.request_duration
             .with_label_values(&[listener, decision])
             .observe(seconds);
+    }
+
+    /// Counts an inbound TLS handshake that failed for `reason` (one of
+    /// [`TLS_INBOUND_FAILURES`]).
+    pub fn tls_inbound_failed(&self, reason: &'static str) {
+        debug_assert!(
+            TLS_INBOUND_FAILURES.contains(&reason),
+            "{reason} is missing from TLS_INBOUND_FAILURES"
+        );
+        self.tls_handshake_failures
+            .with_label_values(&["inbound", reason])
+            .inc();
     }
 
     /// The Prometheus text exposition of every collector.

@@ -374,6 +374,9 @@ pub fn refuse(
     local: SocketAddr,
     error: &TlsInError,
 ) {
+    if !matches!(error, TlsInError::Closed) {
+        ctx.egress.metrics.tls_inbound_failed(error.details());
+    }
     let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::clone(listener));
     let record = recorder.record();
     record.response_flags = error.flags();

@@ -7,6 +7,8 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
 
+use crate::error::TlsFailure;
+
 /// Why an upstream connect failed: a bounded label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectFailure {
@@ -68,14 +70,17 @@ pub struct ConnectMetrics {
     duration: Histogram,
     /// One counter per [`ConnectFailure`], in [`ConnectFailure::ALL`] order.
     failures: [IntCounter; 6],
+    /// TLS origination failures, one per [`TlsFailure`] in [`TlsFailure::ALL`] order.
+    tls: [IntCounter; 7],
 }
 
 impl ConnectMetrics {
     /// Registers `egress_upstream_connect_duration_seconds` and
-    /// `egress_upstream_connect_failures_total` (every reason at 0).
+    /// `egress_upstream_connect_failures_total` (every reason at 0); TLS origination
+    /// failures are also counted in `tls_failures` (`side="origination"`).
     ///
     /// Fails only if they are already registered.
-    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+    pub fn new(registry: &Registry, tls_failures: &IntCounterVec) -> prometheus::Result<Self> {
         let duration = Histogram::with_opts(
             HistogramOpts::new(
                 "egress_upstream_connect_duration_seconds",
@@ -96,7 +101,13 @@ impl ConnectMetrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         let failures = ConnectFailure::ALL.map(|r| failures.with_label_values(&[r.as_str()]));
-        Ok(Self { duration, failures })
+        let tls =
+            TlsFailure::ALL.map(|f| tls_failures.with_label_values(&["origination", f.as_str()]));
+        Ok(Self {
+            duration,
+            failures,
+            tls,
+        })
     }
 
     /// Counts a connect that succeeded after `elapsed`.
@@ -108,6 +119,12 @@ impl ConnectMetrics {
     pub fn failed(&self, reason: ConnectFailure) {
         // ALL lists every variant in declaration order.
         self.failures[reason as usize].inc();
+    }
+
+    /// Counts a connect whose TLS origination failed.
+    pub fn tls_failed(&self, failure: TlsFailure) {
+        self.failed(ConnectFailure::Tls);
+        self.tls[failure as usize].inc();
     }
 }
 
@@ -197,18 +214,22 @@ mod tests {
     #[test]
     fn every_reason_and_result_is_its_own_child() {
         let registry = Registry::new();
-        let connects = ConnectMetrics::new(&registry).unwrap();
+        let tls = IntCounterVec::new(Opts::new("tls_total", "TLS"), &["side", "reason"]).unwrap();
+        registry.register(Box::new(tls.clone())).unwrap();
+        let connects = ConnectMetrics::new(&registry, &tls).unwrap();
         let dns = DnsMetrics::new(&registry).unwrap();
         for reason in ConnectFailure::ALL {
             connects.failed(reason);
         }
-        connects.failed(ConnectFailure::Tls);
+        connects.tls_failed(TlsFailure::Timeout);
         dns.observe(LookupResult::NoRecords, Duration::from_millis(3));
         let text = prometheus::TextEncoder::new()
             .encode_to_string(&registry.gather())
             .unwrap();
         assert!(text.contains("egress_upstream_connect_failures_total{reason=\"tls\"} 2"));
         assert!(text.contains("egress_upstream_connect_failures_total{reason=\"refused\"} 1"));
+        assert!(text.contains("tls_total{reason=\"handshake_timeout\",side=\"origination\"} 1"));
+        assert!(text.contains("tls_total{reason=\"ca_file\",side=\"origination\"} 0"));
         assert!(text.contains("egress_dns_lookups_total{result=\"no_records\"} 1"));
         assert!(text.contains("egress_dns_lookups_total{result=\"ok\"} 0"));
         assert!(text.contains("egress_dns_lookup_duration_seconds_count{result=\"no_records\"} 1"));

@@ -14,7 +14,7 @@ use super::conn::{as_http1, as_http2, handshake, upstream_error, Conn};
 use super::origination::ClientConfigs;
 use super::{connect_tcp, Endpoints, Origination, Transport, UpstreamBody};
 use crate::error::EgressError;
-use crate::metrics::{ConnectFailure, ConnectMetrics};
+use crate::metrics::ConnectMetrics;
 
 /// How long an unused pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -308,7 +308,11 @@ impl Pool {
                         connect_timeout,
                     )
                     .await
-                    .inspect_err(|_| self.connects.failed(ConnectFailure::Tls))?;
+                    .inspect_err(|e| {
+                        if let EgressError::UpstreamTls { failure, .. } = e {
+                            self.connects.tls_failed(*failure);
+                        }
+                    })?;
                 handshake(stream, transport.h2 || alpn_h2, endpoints.peer).await?
             }
         };

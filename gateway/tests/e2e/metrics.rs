@@ -126,6 +126,15 @@ rules:
     assert_eq!(failures(&e, "refused"), 1.0);
     assert_eq!(failures(&e, "tls"), 1.0);
     assert_eq!(failures(&e, "timeout"), 0.0);
+    let tls = |reason: &str| {
+        let reason = format!(r#"reason="{reason}""#);
+        e.value(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="origination""#, &reason],
+        )
+    };
+    assert_eq!(tls("handshake_failed"), 1.0);
+    assert_eq!(tls("certificate_verify_failed"), 0.0);
     // The plain request's connect and the TCP connect under the failed TLS succeeded.
     assert_eq!(
         e.value("egress_upstream_connect_duration_seconds_count", &[]),

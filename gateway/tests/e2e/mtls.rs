@@ -354,3 +354,36 @@ async fn the_served_certificate_expiry_is_exported_and_follows_a_rotation() {
         "the gauge still says the old certificate's expiry"
     );
 }
+
+#[tokio::test]
+async fn failed_handshakes_are_counted_by_reason() {
+    let mesh = Mesh::start(true).await;
+    let anonymous = mesh.config(&mesh.ca, b"http/1.1", None);
+    assert!(mesh.get(anonymous, false).await.is_err());
+    let stranger = TestCa::named("stranger CA").issue_client(PAYMENTS);
+    let refused = mesh.config(&mesh.ca, b"h2", Some(&stranger));
+    assert!(mesh.get(refused, true).await.is_err());
+    // Plain HTTP to a TLS listener.
+    let plain = b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+    let _ = egress_testkit::raw_request(mesh.gateway.addr("mesh"), plain).await;
+    mesh.audit(3).await;
+
+    let failures = |e: &Exposition, reason: &str| {
+        let reason = format!(r#"reason="{reason}""#);
+        e.value(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="inbound""#, &reason],
+        )
+    };
+    let e = Exposition::wait(&mesh.gateway, |e| {
+        e.value_or_zero(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="inbound""#],
+        ) >= 3.0
+    })
+    .await;
+    assert_eq!(failures(&e, "client_certificate_required"), 1.0);
+    assert_eq!(failures(&e, "client_certificate_refused"), 1.0);
+    assert_eq!(failures(&e, "tls_handshake_failed"), 1.0);
+    assert_eq!(failures(&e, "tls_handshake_timeout"), 0.0);
+}

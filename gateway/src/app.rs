@@ -196,7 +196,10 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             }
         })?,
     );
-    let metrics = Metrics::new(prometheus::Registry::new())?;
+    let mut metrics = Metrics::new(prometheus::Registry::new())?;
+    if config.stats.istio_names {
+        metrics.enable_istio_names()?;
+    }
     metrics.register_audit(Arc::clone(&sink))?;
     metrics.policy_applied(&store.current(), store.version());
     metrics.store_up.set(1);

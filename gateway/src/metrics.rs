@@ -7,6 +7,7 @@
 //! for each of them, so a ratio over it has a value before the first event.
 
 mod audit;
+mod istio;
 mod labels;
 mod upstream;
 
@@ -18,6 +19,7 @@ use prometheus::{
     Registry,
 };
 
+pub use istio::{IstioMetrics, IstioRecord};
 pub use labels::{BAD_REQUEST_REASONS, TLS_INBOUND_FAILURES};
 pub use upstream::{ConnectFailure, ConnectMetrics, DnsMetrics, LookupResult};
 
@@ -77,6 +79,8 @@ pub struct Metrics {
     pub certificate_expiry: GaugeVec,
     /// Listeners of the policy that could not bind, by listener.
     pub listener_bind_errors: IntCounterVec,
+    /// Istio's names for the request and TCP metrics, when `stats.istio_names` asks.
+    pub istio: Option<IstioMetrics>,
     /// 1 while the policy store answers (always 1 for the policy directory).
     pub store_up: IntGauge,
     /// Live replicas registered in the fleet (etcd store only).
@@ -87,7 +91,7 @@ pub struct Metrics {
 
 /// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
 /// response), else "other". Formatted on the stack: this runs for every request.
-fn code_label(code: u16, digits: &mut itoa::Buffer) -> &str {
+pub(crate) fn code_label(code: u16, digits: &mut itoa::Buffer) -> &str {
     if (100..600).contains(&code) || code == 0 {
         digits.format(code)
     } else {
@@ -356,10 +360,19 @@ impl Metrics {
             admin_auth_failures,
             certificate_expiry,
             listener_bind_errors,
+            istio: None,
             store_up,
             fleet_members,
             revision_lag,
         })
+    }
+
+    /// Also exports Istio's names (`istio_requests_total`, ...); call before cloning.
+    ///
+    /// Fails only if they are already registered.
+    pub fn enable_istio_names(&mut self) -> prometheus::Result<()> {
+        self.istio = Some(IstioMetrics::new(&self.registry)?);
+        Ok(())
     }
 
     /// Adds the audit writer's counters (lines written, dropped).

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::{AuditRecord, Auditor, ResponseFlags};
 use crate::error::EgressError;
-use crate::metrics::Metrics;
+use crate::metrics::{code_label, IstioRecord, Metrics};
 
 /// Where finished records go: the audit log and the metrics.
 #[derive(Debug)]
@@ -139,6 +139,14 @@ impl Recorder {
             .tunnels_opened
             .with_label_values(&[&p.listener, rule])
             .inc();
+        if let Some(istio) = &p.recording.metrics.istio {
+            istio.tcp_opened(&IstioRecord {
+                rule,
+                protocol: "tcp",
+                code: "",
+                flags: "-",
+            });
+        }
         p.tunnel_since = Some(Instant::now());
     }
 
@@ -214,6 +222,30 @@ impl Recorder {
                     .bytes
                     .with_label_values(&[&p.listener, rule, direction])
                     .inc_by(bytes);
+            }
+        }
+        if let Some(istio) = &metrics.istio {
+            let mut digits = itoa::Buffer::new();
+            let record = IstioRecord {
+                rule,
+                protocol: "http",
+                code: code_label(p.record.response_code, &mut digits),
+                flags,
+            };
+            // A request answered before any tunnel is HTTP; the rest is TCP.
+            let http = p.tunnel_since.is_none()
+                && (p.record.method.is_some() || p.record.response_code != 0);
+            if http {
+                istio.request(&record, elapsed.as_secs_f64());
+            } else {
+                let record = IstioRecord {
+                    protocol: "tcp",
+                    ..record
+                };
+                if p.tunnel_since.is_none() {
+                    istio.tcp_opened(&record);
+                }
+                istio.tcp_closed(&record, p.record.bytes_received, p.record.bytes_sent);
             }
         }
         // HTTP requests only: a tunnel's bytes are not one message.

@@ -19,6 +19,7 @@ mod connect;
 mod forwarding;
 mod guard;
 mod h2;
+mod istio_names;
 mod metrics;
 mod mtls;
 mod observability;

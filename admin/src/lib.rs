@@ -67,10 +67,15 @@ pub trait Control: Send + Sync + 'static {
     fn change(&self, change: Change, options: WriteOptions) -> Result<Applied, ControlError>;
     /// The versions kept, newest first.
     fn history(&self) -> History;
-    /// What the policy in force decides for one destination.
+    /// What a request to one destination would meet: the decision of the policy in
+    /// force and, unless `request.resolve` is false, the name resolved and the address
+    /// guard applied.
     ///
     /// Fails when the host, source or listener is not valid.
-    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError>;
+    fn check(
+        &self,
+        request: CheckRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CheckAnswer, ControlError>> + Send>>;
     /// The connections open now, oldest first.
     fn connections(&self) -> Vec<ConnectionInfo>;
     /// A live feed of audit lines as they are written (each with its newline).

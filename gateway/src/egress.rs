@@ -128,7 +128,8 @@ impl Egress {
 
     /// The addresses allowed traffic may connect to: the route's static endpoints or the
     /// resolved addresses, less those the guard refuses. These exact addresses are what
-    /// is connected to, so DNS cannot change between check and connect.
+    /// is connected to, so DNS cannot change between check and connect. The lookup and
+    /// a refusal are counted in the metrics.
     ///
     /// Fails when resolution fails, or when the guard refuses every address.
     pub async fn addresses(
@@ -136,17 +137,38 @@ impl Egress {
         route: &Route,
         destination: &Destination,
     ) -> Result<Vec<SocketAddr>, EgressError> {
+        self.guarded(route, destination, true).await
+    }
+
+    /// [`Egress::addresses`] without counting anything: what a check of the policy
+    /// shows a real request would meet.
+    ///
+    /// Fails as [`Egress::addresses`].
+    pub async fn addresses_uncounted(
+        &self,
+        route: &Route,
+        destination: &Destination,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
+        self.guarded(route, destination, false).await
+    }
+
+    async fn guarded(
+        &self,
+        route: &Route,
+        destination: &Destination,
+        count: bool,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
         let candidates = if route.endpoints.is_empty() {
-            let ips = self
-                .resolve(&destination.host)
-                .await
-                .map_err(|e| EgressError::Dns {
-                    host: destination.host.to_string(),
-                    reason: match e {
-                        ResolveError::Failed(why) => why,
-                        other => other.to_string(),
-                    },
-                })?;
+            let ips =
+                self.resolve(&destination.host, count)
+                    .await
+                    .map_err(|e| EgressError::Dns {
+                        host: destination.host.to_string(),
+                        reason: match e {
+                            ResolveError::Failed(why) => why,
+                            other => other.to_string(),
+                        },
+                    })?;
             with_port(&ips, destination.port)
         } else {
             route.endpoint_addrs(destination.port).collect()
@@ -164,10 +186,12 @@ impl Egress {
             .collect();
         match (allowed.is_empty(), refused) {
             (true, Some((addr, class))) => {
-                self.metrics
-                    .address_refused
-                    .with_label_values(&[class.as_str()])
-                    .inc();
+                if count {
+                    self.metrics
+                        .address_refused
+                        .with_label_values(&[class.as_str()])
+                        .inc();
+                }
                 Err(EgressError::AddressRefused {
                     destination: destination.to_string(),
                     addr,
@@ -178,11 +202,12 @@ impl Egress {
         }
     }
 
-    /// Resolves `host`, counting the lookup of a name by its result and duration.
-    async fn resolve(&self, host: &Host) -> Result<Vec<IpAddr>, ResolveError> {
+    /// Resolves `host`; with `count`, the lookup of a name is counted by its result and
+    /// duration.
+    async fn resolve(&self, host: &Host, count: bool) -> Result<Vec<IpAddr>, ResolveError> {
         let started = Instant::now();
         let resolved = self.resolver.resolve(host).await;
-        if matches!(host, Host::Name(_)) {
+        if count && matches!(host, Host::Name(_)) {
             let result = match &resolved {
                 Ok(_) => LookupResult::Ok,
                 Err(ResolveError::NotFound) => LookupResult::NxDomain,

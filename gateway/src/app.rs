@@ -220,7 +220,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         tasks: TaskTracker::new(),
         connections: Connections::new(),
         audit_flush_interval: config.audit.flush_interval,
-        certificates: crate::listen::tls_in::Certificates::default(),
+        certificates: crate::listen::certificates::Certificates::default(),
     });
 
     let listeners = Arc::new(Listeners::new(

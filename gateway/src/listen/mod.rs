@@ -2,6 +2,7 @@
 //! gateway drains. Each protocol's connection handling lives in its own module.
 
 mod activity;
+pub mod certificates;
 pub mod connect;
 pub mod downstream;
 mod headers;
@@ -51,7 +52,7 @@ pub struct Context {
     /// A tunnel open longer than this writes interim audit lines this often.
     pub audit_flush_interval: Duration,
     /// The certificates terminating listeners serve, for the expiry gauge.
-    pub certificates: tls_in::Certificates,
+    pub certificates: certificates::Certificates,
 }
 
 /// How long tunnels closed at the drain timeout get to write their final lines.

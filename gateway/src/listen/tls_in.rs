@@ -9,7 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rustls::server::WebPkiClientVerifier;
@@ -56,33 +56,6 @@ struct Loaded {
     not_after: Option<i64>,
     /// The files' bytes (cert, key, client CA) the configuration was built from.
     contents: Vec<Vec<u8>>,
-}
-
-/// The certificates the terminating listeners serve, while they run: what the
-/// certificate expiry gauge is read from at scrape time.
-#[derive(Debug, Default)]
-pub struct Certificates {
-    live: Mutex<Vec<Weak<TlsTerminator>>>,
-}
-
-impl Certificates {
-    /// Follows `terminator` for as long as its listener holds it.
-    pub fn track(&self, terminator: &Arc<TlsTerminator>) {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|t| t.strong_count() > 0);
-        live.push(Arc::downgrade(terminator));
-    }
-
-    /// Each running listener's name with the notAfter (Unix seconds) of the certificate
-    /// it serves; listeners whose certificate has not loaded are left out.
-    pub fn expiries(&self) -> Vec<(String, i64)> {
-        let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        live.retain(|t| t.strong_count() > 0);
-        live.iter()
-            .filter_map(Weak::upgrade)
-            .filter_map(|t| Some((t.listener.clone(), t.expires_at()?)))
-            .collect()
-    }
 }
 
 /// A connection whose handshake completed.
@@ -182,6 +155,11 @@ impl TlsTerminator {
     /// Fails when a file cannot be read or does not hold what it should.
     pub async fn load(&self) -> Result<(), TlsInError> {
         self.config().await.map(|_| ())
+    }
+
+    /// The listener's name.
+    pub fn listener(&self) -> &str {
+        &self.listener
     }
 
     /// The notAfter (Unix seconds) of the certificate served now, if one loaded.

@@ -153,6 +153,14 @@ pub struct CheckRequest {
     /// The listener; the first declared one when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listener: Option<String>,
+    /// Resolve the name and apply the address guard, as a real request would (the
+    /// default); `false` answers from the policy alone.
+    #[serde(default = "resolve_by_default")]
+    pub resolve: bool,
+}
+
+fn resolve_by_default() -> bool {
+    true
 }
 
 /// The answer to a check.
@@ -170,6 +178,15 @@ pub struct CheckAnswer {
     pub listener: String,
     /// The policy version that answered.
     pub version: u64,
+    /// What a real request's audit line would say in RESPONSE_CODE_DETAILS when it
+    /// would not reach the upstream: `rbac_access_denied_matched_policy[...]`,
+    /// `destination_address_refused{class}`, `dns_resolution_failure`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
+    /// The addresses a real request would connect to (after resolving and the address
+    /// guard); empty when it was not resolved or none is left.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 /// `GET /connections`.

@@ -177,11 +177,24 @@ fn random_token() -> std::io::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// Why a request's token was refused, as [`crate::Control::admin_auth_failed`] is told:
+/// no `Authorization` header, one that is not a bearer token, or an unknown token.
+pub const FAILURE_REASONS: [&str; 3] = ["missing", "not_bearer", "refused"];
+
+/// What the token check needs: the tokens, and where to report refusals.
+#[derive(Clone)]
+pub struct TokenCheck {
+    /// The accepted tokens.
+    pub tokens: Arc<Tokens>,
+    /// Told of every refusal ([`crate::Control::admin_auth_failed`]).
+    pub control: Arc<dyn crate::Control>,
+}
+
 /// Lets a request through when it carries `Authorization: Bearer <token>` of a known
 /// token, recording the token's name as its [`Author`]; answers 401 otherwise, logging
 /// the peer (never the token).
 pub async fn require_token(
-    State(tokens): State<Arc<Tokens>>,
+    State(check): State<TokenCheck>,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -200,18 +213,20 @@ pub async fn require_token(
         .map(|c| c.0.to_string())
         .unwrap_or_else(|| "-".to_owned());
     let path = request.uri().path().to_owned();
-    let refused = match presented {
-        None => "missing bearer token: send Authorization: Bearer <token> (the token is in the gateway's admin.token_file)",
-        Some(None) => "the Authorization header is not a bearer token: send Authorization: Bearer <token>",
-        Some(Some(token)) => match tokens.verify(token.as_bytes()) {
+    let [missing, not_bearer, unknown] = FAILURE_REASONS;
+    let (reason, refused) = match presented {
+        None => (missing, "missing bearer token: send Authorization: Bearer <token> (the token is in the gateway's admin.token_file)"),
+        Some(None) => (not_bearer, "the Authorization header is not a bearer token: send Authorization: Bearer <token>"),
+        Some(Some(token)) => match check.tokens.verify(token.as_bytes()) {
             Some(name) => {
                 let author = Author(name.to_owned());
                 request.extensions_mut().insert(author);
                 return next.run(request).await;
             }
-            None => "the bearer token was refused: use a token from the gateway's admin.token_file",
+            None => (unknown, "the bearer token was refused: use a token from the gateway's admin.token_file"),
         },
     };
+    check.control.admin_auth_failed(reason);
     tracing::warn!(%peer, %path, reason = refused, "admin request refused");
     ApiError::unauthorized(refused).into_response()
 }

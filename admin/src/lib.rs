@@ -67,10 +67,15 @@ pub trait Control: Send + Sync + 'static {
     fn change(&self, change: Change, options: WriteOptions) -> Result<Applied, ControlError>;
     /// The versions kept, newest first.
     fn history(&self) -> History;
-    /// What the policy in force decides for one destination.
+    /// What a request to one destination would meet: the decision of the policy in
+    /// force and, unless `request.resolve` is false, the name resolved and the address
+    /// guard applied.
     ///
     /// Fails when the host, source or listener is not valid.
-    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError>;
+    fn check(
+        &self,
+        request: CheckRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CheckAnswer, ControlError>> + Send>>;
     /// The connections open now, oldest first.
     fn connections(&self) -> Vec<ConnectionInfo>;
     /// A live feed of audit lines as they are written (each with its newline).
@@ -78,6 +83,17 @@ pub trait Control: Send + Sync + 'static {
     /// Stops accepting, lets work in flight finish up to the drain timeout, and reports.
     /// Readiness turns false at once.
     fn drain(&self) -> Pin<Box<dyn Future<Output = DrainReport> + Send>>;
+    /// Called once per admin API request answered, for metrics: `route` is its path in
+    /// [`routes::ROUTES`] (`unmatched` for none), `method` one the API serves (`other`
+    /// for the rest), `code` the status sent. All three come from bounded sets.
+    fn admin_request(&self, route: &'static str, method: &'static str, code: u16) {
+        let _ = (route, method, code);
+    }
+    /// Called once per request refused for its token, for metrics: `reason` is one of
+    /// [`auth::FAILURE_REASONS`].
+    fn admin_auth_failed(&self, reason: &'static str) {
+        let _ = reason;
+    }
 }
 
 /// How the admin API is served.

@@ -223,13 +223,21 @@ async fn policy_commands_read_change_and_go_back() {
 async fn check_connections_logs_and_drain() {
     let gateway = TestGateway::start(POLICY).await;
     let ctl = Ctl::new(&gateway);
-    let allowed = ctl.ok(&["check", "api.example.com:80"]).await;
+    let allowed = ctl
+        .ok(&["check", "api.example.com:80", "--no-resolve"])
+        .await;
     assert!(
         allowed.starts_with("ALLOW api.example.com:80 on listener http"),
         "{allowed}"
     );
     let run = ctl
-        .run(&["check", "other.example:443", "--source", "10.0.0.1"])
+        .run(&[
+            "check",
+            "other.example:443",
+            "--source",
+            "10.0.0.1",
+            "--no-resolve",
+        ])
         .await;
     assert_eq!(run.code, 3, "denied: {}{}", run.stdout, run.stderr);
     assert!(
@@ -240,14 +248,22 @@ async fn check_connections_logs_and_drain() {
     ctl.fails(&["check", "api.example.com"], 1, "is not HOST:PORT")
         .await;
     ctl.fails(
-        &["check", "api.example.com:80", "--listener", "nope"],
+        &[
+            "check",
+            "api.example.com:80",
+            "--listener",
+            "nope",
+            "--no-resolve",
+        ],
         1,
         "no listener named",
     )
     .await;
-    let json: serde_json::Value =
-        serde_json::from_str(&ctl.ok(&["check", "api.example.com:80", "-o", "json"]).await)
-            .unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &ctl.ok(&["check", "api.example.com:80", "--no-resolve", "-o", "json"])
+            .await,
+    )
+    .unwrap();
     assert_eq!(json["rule"], "api");
     assert!(ctl.ok(&["connections"]).await.starts_with("ID"));
 

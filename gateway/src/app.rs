@@ -196,11 +196,12 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
             }
         })?,
     );
-    let metrics = Metrics::new(prometheus::Registry::new())?;
+    let mut metrics = Metrics::new(prometheus::Registry::new())?;
+    if config.stats.istio_names {
+        metrics.enable_istio_names()?;
+    }
     metrics.register_audit(Arc::clone(&sink))?;
-    metrics
-        .policy_version
-        .set(i64::try_from(store.version()).unwrap_or(i64::MAX));
+    metrics.policy_applied(&store.current(), store.version());
     metrics.store_up.set(1);
     let resolver = Resolver::with_patience(
         &config.dns.servers,
@@ -213,7 +214,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         egress: Egress {
             store: Arc::clone(&store.store),
             resolver,
-            pool: Pool::new(),
+            pool: Pool::new(metrics.upstream.clone()),
             metrics: metrics.clone(),
         },
         recording: Arc::new(Recording::new(
@@ -225,6 +226,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         tasks: TaskTracker::new(),
         connections: Connections::new(),
         audit_flush_interval: config.audit.flush_interval,
+        certificates: crate::listen::certificates::Certificates::default(),
     });
 
     let listeners = Arc::new(Listeners::new(
@@ -404,11 +406,9 @@ async fn follow_policy(
     let mut versions = store.subscribe();
     while versions.changed().await.is_ok() {
         let version = *versions.borrow_and_update();
-        metrics
-            .policy_version
-            .set(i64::try_from(version).unwrap_or(i64::MAX));
-        metrics.policy_reloads.with_label_values(&["applied"]).inc();
         let policy = store.current();
+        metrics.policy_applied(&policy, version);
+        metrics.policy_reloads.with_label_values(&["applied"]).inc();
         let revoked = connections.redecide(&policy);
         if revoked > 0 {
             tracing::info!(

@@ -139,6 +139,9 @@ pub struct StatsConfig {
     pub enabled: bool,
     /// Where it listens. Istio's port, on every interface: what a scrape reaches.
     pub address: SocketAddr,
+    /// Also export Istio's metric names and labels (`istio_requests_total`, ...), so
+    /// dashboards built for istio-egressgateway keep working.
+    pub istio_names: bool,
 }
 
 /// `audit:`.
@@ -253,6 +256,7 @@ impl Default for StatsConfig {
         Self {
             enabled: true,
             address: SocketAddr::from(([0, 0, 0, 0], 15090)),
+            istio_names: false,
         }
     }
 }
@@ -454,6 +458,12 @@ drain_timeout: 30s
     fn stats_can_be_turned_off_and_rejects_unknown_keys() {
         let c = Config::from_yaml("stats: {enabled: false}\n", Path::new("g.yaml")).unwrap();
         assert!(!c.stats.enabled);
+        assert!(
+            !c.stats.istio_names,
+            "Istio's names are off unless asked for"
+        );
+        let c = Config::from_yaml("stats: {istio_names: true}\n", Path::new("g.yaml")).unwrap();
+        assert!(c.stats.istio_names);
         let err = Config::from_yaml("stats: {port: 15090}\n", Path::new("g.yaml")).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
     }

@@ -3,7 +3,6 @@
 //! connections, the live audit tail, readiness and draining.
 
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,9 +22,9 @@ use crate::metrics::Metrics;
 use crate::policy::edit::{as_one_yaml, merge, parse_rule, set_rule, to_yaml};
 use crate::policy::store::write::{Candidate, WriteError};
 use crate::policy::store::PolicyStore;
-use crate::policy::{compile, HostPattern, Policy, PolicyErrors, PolicyFile, Query, Verdict};
-use crate::source::Source;
-use crate::wire::host::{parse_host, Host};
+use crate::policy::{compile, Policy, PolicyErrors, PolicyFile};
+
+mod check;
 
 /// The comment heading a `policy.yaml` the admin API generated.
 const WRITTEN: &str = "written through the egress-gateway admin API";
@@ -124,6 +123,12 @@ impl egress_admin::Control for GatewayControl {
                 .revision_lag
                 .set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
+        // Listeners come and go with the policy: only the running ones are exported.
+        let expiry = &self.metrics.certificate_expiry;
+        expiry.reset();
+        for (listener, at) in self.ctx.certificates.expiries() {
+            expiry.with_label_values(&[&listener]).set(at as f64);
+        }
         self.metrics.render()
     }
 
@@ -174,10 +179,14 @@ impl egress_admin::Control for GatewayControl {
         }
     }
 
-    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError> {
+    fn check(
+        &self,
+        request: CheckRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CheckAnswer, ControlError>> + Send>> {
         let policy = self.store.current();
         let version = self.store.version();
-        check(&policy, version, request)
+        let ctx = Arc::clone(&self.ctx);
+        Box::pin(async move { check::check(&ctx.egress, &policy, version, &request).await })
     }
 
     fn connections(&self) -> Vec<ConnectionInfo> {
@@ -227,6 +236,21 @@ impl egress_admin::Control for GatewayControl {
                 waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             }
         })
+    }
+
+    fn admin_request(&self, route: &'static str, method: &'static str, code: u16) {
+        let mut digits = itoa::Buffer::new();
+        self.metrics
+            .admin_requests
+            .with_label_values(&[route, method, digits.format(code)])
+            .inc();
+    }
+
+    fn admin_auth_failed(&self, reason: &'static str) {
+        self.metrics
+            .admin_auth_failures
+            .with_label_values(&[reason])
+            .inc();
     }
 }
 
@@ -325,127 +349,6 @@ fn control_error(e: WriteError) -> ControlError {
         WriteError::NotFound(m) => ControlError::NotFound(m),
         WriteError::Io(m) => ControlError::Internal(m),
         WriteError::Unavailable(m) => ControlError::Unavailable(m),
-    }
-}
-
-/// What `policy` (at `version`) decides for the destination a check names, and why.
-fn check(
-    policy: &Policy,
-    version: u64,
-    request: &CheckRequest,
-) -> Result<CheckAnswer, ControlError> {
-    let host =
-        parse_host(&request.host).map_err(|e| ControlError::BadRequest(format!("host: {e}")))?;
-    let source = match request.source.as_deref() {
-        None => Source::from_addr(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)),
-        Some(id) if id.contains("://") => Source {
-            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
-            identity: Some(id.to_owned()),
-        },
-        Some(raw) => {
-            let addr = raw
-                .parse::<SocketAddr>()
-                .or_else(|_| raw.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 0)))
-                .map_err(|_| {
-                    ControlError::BadRequest(format!(
-                        "source {raw:?} is neither an IP address nor an identity (spiffe://...)"
-                    ))
-                })?;
-            Source::from_addr(addr)
-        }
-    };
-    let declared: Vec<&str> = policy.listeners().iter().map(|l| l.name.as_str()).collect();
-    let listener = match request.listener.as_deref() {
-        Some(name) if declared.contains(&name) => name,
-        Some(name) => {
-            return Err(ControlError::BadRequest(format!(
-                "no listener named {name:?}; the policy declares: {}",
-                if declared.is_empty() {
-                    "none".to_owned()
-                } else {
-                    declared.join(", ")
-                }
-            )))
-        }
-        None => declared.first().copied().unwrap_or(""),
-    };
-    let query = Query {
-        host: &host,
-        port: request.port,
-        listener,
-        source: &source,
-    };
-    let decision = policy.decide(&query);
-    let destination = format!("{host}:{}", request.port);
-    let mode = format!("{:?}", policy.defaults().mode).to_lowercase();
-    let why = match (&decision.rule, decision.verdict) {
-        (Some(rule), verdict) => {
-            let pattern = rule
-                .hosts
-                .iter()
-                .find(|p| pattern_matches(p, &host))
-                .map(ToString::to_string)
-                .unwrap_or_default();
-            let what = match verdict {
-                Verdict::Allow => "allows it",
-                Verdict::Deny => "denies it",
-                Verdict::WouldDeny => {
-                    "would deny it; audit mode forwards it and marks its audit line"
-                }
-            };
-            format!("rule {} {what} (host pattern {pattern})", rule.name)
-        }
-        (None, verdict) => {
-            let near: Vec<&str> = policy
-                .rules()
-                .iter()
-                .filter(|r| r.hosts.iter().any(|p| pattern_matches(p, &host)))
-                .map(|r| &*r.name)
-                .collect();
-            let hint = if near.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (rule {} names the host but not this port, source or listener)",
-                    near.join(", ")
-                )
-            };
-            let outcome = match verdict {
-                Verdict::Allow => "lets it out",
-                Verdict::Deny => "refuses it",
-                Verdict::WouldDeny => {
-                    "would refuse it; audit mode forwards it and marks its audit line"
-                }
-            };
-            format!(
-                "no rule matches {destination} on listener {listener}{hint}; mode {mode} {outcome}"
-            )
-        }
-    };
-    Ok(CheckAnswer {
-        decision: match decision.verdict {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::WouldDeny => "would_deny",
-        }
-        .to_owned(),
-        rule: decision.rule.as_ref().map(|r| r.name.to_string()),
-        why,
-        destination,
-        listener: listener.to_owned(),
-        version,
-    })
-}
-
-fn pattern_matches(pattern: &HostPattern, host: &Host) -> bool {
-    match (pattern, host) {
-        (HostPattern::Name(name), Host::Name(h)) => name == h,
-        (HostPattern::Below(suffix), Host::Name(h)) => h
-            .strip_suffix(suffix.as_str())
-            .is_some_and(|rest| rest.ends_with('.')),
-        (HostPattern::AnyName, Host::Name(_)) => true,
-        (HostPattern::Ip(ip), Host::Ip(h)) => ip == &h.to_canonical(),
-        _ => false,
     }
 }
 

@@ -3,12 +3,13 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::error::EgressError;
 use crate::guard;
-use crate::metrics::Metrics;
+use crate::metrics::{LookupResult, Metrics};
 use crate::policy::store::PolicyStore;
 use crate::policy::{Decision, Policy, Query, Route, Verdict};
 use crate::resolve::{with_port, ResolveError, Resolver};
@@ -127,7 +128,8 @@ impl Egress {
 
     /// The addresses allowed traffic may connect to: the route's static endpoints or the
     /// resolved addresses, less those the guard refuses. These exact addresses are what
-    /// is connected to, so DNS cannot change between check and connect.
+    /// is connected to, so DNS cannot change between check and connect. The lookup and
+    /// a refusal are counted in the metrics.
     ///
     /// Fails when resolution fails, or when the guard refuses every address.
     pub async fn addresses(
@@ -135,22 +137,39 @@ impl Egress {
         route: &Route,
         destination: &Destination,
     ) -> Result<Vec<SocketAddr>, EgressError> {
+        self.guarded(route, destination, true).await
+    }
+
+    /// [`Egress::addresses`] without counting anything: what a check of the policy
+    /// shows a real request would meet.
+    ///
+    /// Fails as [`Egress::addresses`].
+    pub async fn addresses_uncounted(
+        &self,
+        route: &Route,
+        destination: &Destination,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
+        self.guarded(route, destination, false).await
+    }
+
+    async fn guarded(
+        &self,
+        route: &Route,
+        destination: &Destination,
+        count: bool,
+    ) -> Result<Vec<SocketAddr>, EgressError> {
         let candidates = if route.endpoints.is_empty() {
-            // A lookup never outlives the rule's connect timeout, whatever the name
-            // servers do (drop queries, or nothing listens).
-            let lookup = self.resolver.resolve(&destination.host);
-            let ips = match tokio::time::timeout(route.connect_timeout, lookup).await {
-                Ok(answer) => answer,
-                Err(_) => Err(ResolveError::Timeout),
-            }
-            .map_err(|e| EgressError::Dns {
-                host: destination.host.to_string(),
-                timed_out: e == ResolveError::Timeout,
-                reason: match e {
-                    ResolveError::Failed(why) => why,
-                    other => other.to_string(),
-                },
-            })?;
+            let ips = self
+                .resolve(&destination.host, route.connect_timeout, count)
+                .await
+                .map_err(|e| EgressError::Dns {
+                    host: destination.host.to_string(),
+                    timed_out: e == ResolveError::Timeout,
+                    reason: match e {
+                        ResolveError::Failed(why) => why,
+                        other => other.to_string(),
+                    },
+                })?;
             with_port(&ips, destination.port)
         } else {
             route.endpoint_addrs(destination.port).collect()
@@ -168,10 +187,12 @@ impl Egress {
             .collect();
         match (allowed.is_empty(), refused) {
             (true, Some((addr, class))) => {
-                self.metrics
-                    .address_refused
-                    .with_label_values(&[class.as_str()])
-                    .inc();
+                if count {
+                    self.metrics
+                        .address_refused
+                        .with_label_values(&[class.as_str()])
+                        .inc();
+                }
                 Err(EgressError::AddressRefused {
                     destination: destination.to_string(),
                     addr,
@@ -181,21 +202,50 @@ impl Egress {
             _ => Ok(allowed),
         }
     }
+
+    /// Resolves `host`; with `count`, the lookup of a name is counted by its result and
+    /// duration.
+    /// Looks `host` up, never for longer than `limit` (the rule's connect timeout),
+    /// whatever the name servers do (drop queries, or nothing listens).
+    async fn resolve(
+        &self,
+        host: &Host,
+        limit: std::time::Duration,
+        count: bool,
+    ) -> Result<Vec<IpAddr>, ResolveError> {
+        let started = Instant::now();
+        let resolved = match tokio::time::timeout(limit, self.resolver.resolve(host)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ResolveError::Timeout),
+        };
+        if count && matches!(host, Host::Name(_)) {
+            let result = match &resolved {
+                Ok(_) => LookupResult::Ok,
+                Err(ResolveError::NotFound) => LookupResult::NxDomain,
+                Err(ResolveError::NoRecords) => LookupResult::NoRecords,
+                Err(ResolveError::Failed(_)) => LookupResult::Error,
+                Err(ResolveError::Timeout) => LookupResult::Timeout,
+            };
+            self.metrics.dns.observe(result, started.elapsed());
+        }
+        resolved
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
+    use std::net::Ipv4Addr;
 
     use super::*;
     use crate::policy::Policy;
 
     fn egress() -> Egress {
+        let metrics = Metrics::new(prometheus::Registry::new()).unwrap();
         Egress {
             store: PolicyStore::from_policy(Policy::empty()),
             resolver: Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
-            pool: Pool::new(),
-            metrics: Metrics::new(prometheus::Registry::new()).unwrap(),
+            pool: Pool::new(metrics.upstream.clone()),
+            metrics,
         }
     }
 

@@ -79,6 +79,8 @@ pub enum EgressError {
         addr: SocketAddr,
         /// `TLS_error:...`, as UPSTREAM_TRANSPORT_FAILURE_REASON prints it.
         reason: String,
+        /// What failed, for the metrics.
+        failure: TlsFailure,
     },
     /// The route's request_timeout passed before the response completed.
     #[error("upstream {addr} did not answer within {}", humantime::format_duration(*timeout))]
@@ -109,7 +111,77 @@ pub enum EgressError {
     Overflow(String),
 }
 
+/// Why TLS to an upstream failed: a bounded label of
+/// `egress_tls_handshake_failures_total{side="origination"}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsFailure {
+    /// The upstream's certificate does not verify (issuer, name, validity...).
+    CertificateVerifyFailed,
+    /// The upstream sent an alert.
+    AlertReceived,
+    /// No application protocol both sides speak (ALPN).
+    NoApplicationProtocol,
+    /// Anything else the handshake met (not TLS, no shared cipher...).
+    Handshake,
+    /// The handshake did not finish within the connect timeout.
+    Timeout,
+    /// The destination is not a name TLS can verify.
+    InvalidServerName,
+    /// The rule's `ca_file` cannot be read or holds no usable certificate.
+    CaFile,
+}
+
+impl TlsFailure {
+    /// Every failure, in declaration order.
+    pub const ALL: [TlsFailure; 7] = [
+        TlsFailure::CertificateVerifyFailed,
+        TlsFailure::AlertReceived,
+        TlsFailure::NoApplicationProtocol,
+        TlsFailure::Handshake,
+        TlsFailure::Timeout,
+        TlsFailure::InvalidServerName,
+        TlsFailure::CaFile,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsFailure::CertificateVerifyFailed => "certificate_verify_failed",
+            TlsFailure::AlertReceived => "alert_received",
+            TlsFailure::NoApplicationProtocol => "no_application_protocol",
+            TlsFailure::Handshake => "handshake_failed",
+            TlsFailure::Timeout => "handshake_timeout",
+            TlsFailure::InvalidServerName => "invalid_server_name",
+            TlsFailure::CaFile => "ca_file",
+        }
+    }
+}
+
+/// Why a request or connection was denied, as `egress_denials_total` counts it: a
+/// deny rule matched, no rule allows it, or the address guard refused every address.
+pub const DENIAL_REASONS: [&str; 3] = ["rule", "no_rule", "address_refused"];
+
 impl EgressError {
+    /// The reason of a denial (one of [`DENIAL_REASONS`]), or `None` for any other
+    /// failure. A denied request is counted with `decision="deny"`, whatever the rule
+    /// that matched said: a destination the guard refused was not let out.
+    pub fn denial_reason(&self) -> Option<&'static str> {
+        match self {
+            EgressError::Denied { rule: Some(_), .. } => Some(DENIAL_REASONS[0]),
+            EgressError::Denied { rule: None, .. } => Some(DENIAL_REASONS[1]),
+            EgressError::AddressRefused { .. } => Some(DENIAL_REASONS[2]),
+            _ => None,
+        }
+    }
+
+    /// The reason of a bad request, for `egress_bad_requests_total`.
+    pub fn bad_request_reason(&self) -> Option<&'static str> {
+        match self {
+            EgressError::BadRequest { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
     /// The status code the client gets.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -251,6 +323,7 @@ mod tests {
         let tls = EgressError::UpstreamTls {
             addr,
             reason: "TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer".into(),
+            failure: TlsFailure::CertificateVerifyFailed,
         };
         assert_eq!(tls.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(tls.flags(), ResponseFlags::UPSTREAM_CONNECTION_FAILURE);

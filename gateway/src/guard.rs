@@ -36,6 +36,20 @@ pub enum AddressClass {
 }
 
 impl AddressClass {
+    /// Every class.
+    pub const ALL: [AddressClass; 10] = [
+        AddressClass::Loopback,
+        AddressClass::Private,
+        AddressClass::LinkLocal,
+        AddressClass::Cgnat,
+        AddressClass::Unspecified,
+        AddressClass::Multicast,
+        AddressClass::Broadcast,
+        AddressClass::Documentation,
+        AddressClass::Reserved,
+        AddressClass::Benchmarking,
+    ];
+
     /// The snake_case word used in audit details and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -33,6 +33,9 @@ struct Flags {
     /// Run no stats listener (the admin API still serves the same routes).
     #[arg(long)]
     no_stats: bool,
+    /// Also export Istio's metric names (istio_requests_total, ...).
+    #[arg(long)]
+    stats_istio_names: bool,
     /// Admin token file.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
@@ -97,6 +100,9 @@ fn config(flags: &Flags) -> Result<Config, String> {
     }
     if flags.no_stats {
         config.stats.enabled = false;
+    }
+    if flags.stats_istio_names {
+        config.stats.istio_names = true;
     }
     if let Some(v) = &flags.admin_token_file {
         config.admin.token_file = Some(v.clone());

@@ -1,18 +1,31 @@
 //! Every collector of the gateway, on one registry that is passed in.
 //!
 //! Labels come from bounded sets only: listener and rule names (from the policy),
-//! decisions, status codes, Envoy flags and address classes. Destination hosts never
-//! become labels, so denied traffic cannot blow up cardinality.
+//! decisions, status codes, Envoy flags, address classes and reasons the code names.
+//! Destination hosts never become labels, so denied traffic cannot blow up
+//! cardinality. A labelled counter whose label values are known up front starts at 0
+//! for each of them, so a ratio over it has a value before the first event.
+
+mod audit;
+mod istio;
+mod labels;
+mod upstream;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
+pub use istio::{IstioMetrics, IstioRecord};
+pub use labels::{BAD_REQUEST_REASONS, TLS_INBOUND_FAILURES};
+pub use upstream::{ConnectFailure, ConnectMetrics, DnsMetrics, LookupResult};
+
 use crate::audit::AuditSink;
+use crate::guard::AddressClass;
+use crate::policy::Policy;
 
 /// The gateway's collectors.
 #[derive(Debug, Clone)]
@@ -26,16 +39,48 @@ pub struct Metrics {
     pub connections_active: IntGaugeVec,
     /// Destinations refused by the address guard, by class.
     pub address_refused: IntCounterVec,
+    /// Requests and connections denied, by reason (see [`crate::error::DENIAL_REASONS`]).
+    pub denials: IntCounterVec,
     /// The policy version in force.
     pub policy_version: IntGauge,
     /// Policy reloads by result (applied / rejected).
     pub policy_reloads: IntCounterVec,
-    /// Bytes relayed, by listener and direction (received / sent).
+    /// Rules of the policy in force.
+    pub policy_rules: IntGauge,
+    /// Listeners of the policy in force.
+    pub policy_listeners: IntGauge,
+    /// When the policy in force was applied, in Unix seconds.
+    pub policy_last_reload: Gauge,
+    /// Bytes relayed, by listener, rule and direction (received / sent).
     pub bytes: IntCounterVec,
-    /// Malformed or oversized requests refused before a decision.
-    pub bad_requests: IntCounter,
+    /// HTTP request body sizes, by listener.
+    pub request_size: HistogramVec,
+    /// HTTP response body sizes, by listener.
+    pub response_size: HistogramVec,
+    /// Malformed or oversized requests refused before a decision, by reason.
+    pub bad_requests: IntCounterVec,
+    /// TLS handshakes that failed, by side (inbound / origination) and reason.
+    pub tls_handshake_failures: IntCounterVec,
+    /// Upstream connects: duration and failures.
+    pub upstream: ConnectMetrics,
+    /// Destination name lookups: results and duration.
+    pub dns: DnsMetrics,
+    /// Tunnels that started relaying, by listener and rule.
+    pub tunnels_opened: IntCounterVec,
+    /// Tunnels that ended, by listener and rule.
+    pub tunnels_closed: IntCounterVec,
+    /// How long tunnels lasted, by listener and rule.
+    pub tunnel_duration: HistogramVec,
+    /// Admin API requests, by route, method and response code.
+    pub admin_requests: IntCounterVec,
+    /// Admin API requests refused for their token, by reason.
+    pub admin_auth_failures: IntCounterVec,
+    /// When the certificate each TLS-terminating listener serves expires, Unix seconds.
+    pub certificate_expiry: GaugeVec,
     /// Listeners of the policy that could not bind, by listener.
     pub listener_bind_errors: IntCounterVec,
+    /// Istio's names for the request and TCP metrics, when `stats.istio_names` asks.
+    pub istio: Option<IstioMetrics>,
     /// 1 while the policy store answers (always 1 for the policy directory).
     pub store_up: IntGauge,
     /// Live replicas registered in the fleet (etcd store only).
@@ -46,7 +91,7 @@ pub struct Metrics {
 
 /// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
 /// response), else "other". Formatted on the stack: this runs for every request.
-fn code_label(code: u16, digits: &mut itoa::Buffer) -> &str {
+pub(crate) fn code_label(code: u16, digits: &mut itoa::Buffer) -> &str {
     if (100..600).contains(&code) || code == 0 {
         digits.format(code)
     } else {
@@ -101,14 +146,148 @@ impl Metrics {
         let bytes = IntCounterVec::new(
             Opts::new(
                 "egress_bytes_total",
-                "Body or tunnel bytes, by listener and direction",
+                "Body or tunnel bytes, by listener, rule and direction",
             ),
-            &["listener", "direction"],
+            &["listener", "rule", "direction"],
         )?;
-        let bad_requests = IntCounter::new(
-            "egress_bad_requests_total",
-            "Malformed, oversized or too slow requests refused before a decision",
+        let sizes = || {
+            prometheus::exponential_buckets(64.0, 4.0, 11).map(|mut b| {
+                b.insert(0, 0.0);
+                b
+            })
+        };
+        let request_size = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_request_size_bytes",
+                "HTTP request body sizes, by listener",
+            )
+            .buckets(sizes()?),
+            &["listener"],
         )?;
+        let response_size = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_response_size_bytes",
+                "HTTP response body sizes, by listener",
+            )
+            .buckets(sizes()?),
+            &["listener"],
+        )?;
+        let bad_requests = IntCounterVec::new(
+            Opts::new(
+                "egress_bad_requests_total",
+                "Malformed, oversized or too slow requests refused before a decision, by reason",
+            ),
+            &["reason"],
+        )?;
+        let denials = IntCounterVec::new(
+            Opts::new(
+                "egress_denials_total",
+                "Requests and connections denied, by reason: a deny rule (rule), no rule allowing it (no_rule), or the address guard (address_refused)",
+            ),
+            &["reason"],
+        )?;
+        let policy_rules = IntGauge::new("egress_policy_rules", "Rules of the policy in force")?;
+        let policy_listeners = IntGauge::new(
+            "egress_policy_listeners",
+            "Listeners of the policy in force",
+        )?;
+        let policy_last_reload = Gauge::new(
+            "egress_policy_last_reload_timestamp_seconds",
+            "When the policy in force was applied (start-up or the last reload), in Unix seconds",
+        )?;
+        let tunnels_opened = IntCounterVec::new(
+            Opts::new(
+                "egress_tunnels_opened_total",
+                "Tunnels (tls, tcp, CONNECT) that started relaying, by listener and rule",
+            ),
+            &["listener", "rule"],
+        )?;
+        let tunnels_closed = IntCounterVec::new(
+            Opts::new(
+                "egress_tunnels_closed_total",
+                "Tunnels that ended, by listener and rule",
+            ),
+            &["listener", "rule"],
+        )?;
+        let tunnel_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "egress_tunnel_duration_seconds",
+                "How long tunnels relayed, by listener and rule",
+            )
+            .buckets(vec![
+                0.01, 0.1, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+            ]),
+            &["listener", "rule"],
+        )?;
+        let admin_requests = IntCounterVec::new(
+            Opts::new(
+                "egress_admin_requests_total",
+                "Admin API requests, by route, method and response code",
+            ),
+            &["route", "method", "code"],
+        )?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "egress_admin_auth_failures_total",
+                "Admin API requests refused for their bearer token, by reason",
+            ),
+            &["reason"],
+        )?;
+        let certificate_expiry = GaugeVec::new(
+            Opts::new(
+                "egress_tls_certificate_expiry_timestamp_seconds",
+                "When the certificate a TLS-terminating listener serves expires (its notAfter), in Unix seconds",
+            ),
+            &["listener"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "egress_build_info",
+                "Always 1; the labels say which build of the gateway runs",
+            ),
+            &["version", "rust_version"],
+        )?;
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("CARGO_PKG_RUST_VERSION").unwrap_or("unknown"),
+            ])
+            .set(1);
+        for collector in [
+            Box::new(bad_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(denials.clone()),
+            Box::new(request_size.clone()),
+            Box::new(response_size.clone()),
+            Box::new(policy_rules.clone()),
+            Box::new(policy_listeners.clone()),
+            Box::new(policy_last_reload.clone()),
+            Box::new(tunnels_opened.clone()),
+            Box::new(tunnels_closed.clone()),
+            Box::new(tunnel_duration.clone()),
+            Box::new(admin_requests.clone()),
+            Box::new(admin_auth_failures.clone()),
+            Box::new(certificate_expiry.clone()),
+            Box::new(build_info),
+        ] {
+            registry.register(collector)?;
+        }
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let tls_handshake_failures = IntCounterVec::new(
+            Opts::new(
+                "egress_tls_handshake_failures_total",
+                "TLS handshakes that failed, by side (inbound from clients, origination to upstreams) and reason",
+            ),
+            &["side", "reason"],
+        )?;
+        registry.register(Box::new(tls_handshake_failures.clone()))?;
+        for reason in TLS_INBOUND_FAILURES {
+            tls_handshake_failures.with_label_values(&["inbound", reason]);
+        }
+        let upstream = ConnectMetrics::new(&registry, &tls_handshake_failures)?;
+        let dns = DnsMetrics::new(&registry)?;
         let listener_bind_errors = IntCounterVec::new(
             Opts::new(
                 "egress_listener_bind_errors_total",
@@ -139,29 +318,93 @@ impl Metrics {
         registry.register(Box::new(policy_version.clone()))?;
         registry.register(Box::new(policy_reloads.clone()))?;
         registry.register(Box::new(bytes.clone()))?;
-        registry.register(Box::new(bad_requests.clone()))?;
+        // Zero from start-up for every known label value: dashboards divide by these.
+        for result in ["applied", "rejected"] {
+            policy_reloads.with_label_values(&[result]);
+        }
+        for class in AddressClass::ALL {
+            address_refused.with_label_values(&[class.as_str()]);
+        }
+        for reason in BAD_REQUEST_REASONS {
+            bad_requests.with_label_values(&[reason]);
+        }
+        for reason in crate::error::DENIAL_REASONS {
+            denials.with_label_values(&[reason]);
+        }
+        for reason in egress_admin::auth::FAILURE_REASONS {
+            admin_auth_failures.with_label_values(&[reason]);
+        }
         Ok(Self {
             registry,
             requests,
             request_duration,
             connections_active,
             address_refused,
+            denials,
             policy_version,
             policy_reloads,
+            policy_rules,
+            policy_listeners,
+            policy_last_reload,
             bytes,
+            request_size,
+            response_size,
             bad_requests,
+            tls_handshake_failures,
+            upstream,
+            dns,
+            tunnels_opened,
+            tunnels_closed,
+            tunnel_duration,
+            admin_requests,
+            admin_auth_failures,
+            certificate_expiry,
             listener_bind_errors,
+            istio: None,
             store_up,
             fleet_members,
             revision_lag,
         })
     }
 
+    /// Also exports Istio's names (`istio_requests_total`, ...); call before cloning.
+    ///
+    /// Fails only if they are already registered.
+    pub fn enable_istio_names(&mut self) -> prometheus::Result<()> {
+        self.istio = Some(IstioMetrics::new(&self.registry)?);
+        Ok(())
+    }
+
     /// Adds the audit writer's counters (lines written, dropped).
     ///
     /// Fails only if they are already registered.
     pub fn register_audit(&self, sink: Arc<AuditSink>) -> prometheus::Result<()> {
-        self.registry.register(Box::new(AuditCollector::new(sink)?))
+        self.registry
+            .register(Box::new(audit::AuditCollector::new(sink)?))
+    }
+
+    /// Records that `policy`, at `version`, is in force from now: the version, its
+    /// rule and listener counts, and the time.
+    pub fn policy_applied(&self, policy: &Policy, version: u64) {
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.policy_version
+            .set(i64::try_from(version).unwrap_or(i64::MAX));
+        self.policy_rules.set(count(policy.rules().len()));
+        self.policy_listeners.set(count(policy.listeners().len()));
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.policy_last_reload.set(now.as_secs_f64());
+    }
+
+    /// Counts a request or connection refused before a decision, for `reason` (one of
+    /// [`BAD_REQUEST_REASONS`]; any other is counted as `other`, so the label set stays
+    /// the one exported at start-up).
+    pub fn bad_request(&self, reason: &str) {
+        let known = BAD_REQUEST_REASONS.contains(&reason);
+        debug_assert!(known, "{reason} is missing from BAD_REQUEST_REASONS");
+        let label = if known { reason } else { "other" };
+        self.bad_requests.with_label_values(&[label]).inc();
     }
 
     /// Counts one finished request or connection.
@@ -184,62 +427,23 @@ impl Metrics {
             .observe(seconds);
     }
 
+    /// Counts an inbound TLS handshake that failed for `reason` (one of
+    /// [`TLS_INBOUND_FAILURES`]).
+    pub fn tls_inbound_failed(&self, reason: &'static str) {
+        debug_assert!(
+            TLS_INBOUND_FAILURES.contains(&reason),
+            "{reason} is missing from TLS_INBOUND_FAILURES"
+        );
+        self.tls_handshake_failures
+            .with_label_values(&["inbound", reason])
+            .inc();
+    }
+
     /// The Prometheus text exposition of every collector.
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
         encoder
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# error encoding metrics: {e}\n"))
-    }
-}
-
-/// Reads the audit sink's counters at scrape time, so the writer thread touches no
-/// Prometheus state per line.
-struct AuditCollector {
-    sink: Arc<AuditSink>,
-    written: IntCounter,
-    dropped: IntCounter,
-    descs: Vec<Desc>,
-}
-
-impl AuditCollector {
-    fn new(sink: Arc<AuditSink>) -> prometheus::Result<Self> {
-        let written = IntCounter::new("egress_audit_lines_written_total", "Audit lines written")?;
-        let dropped = IntCounter::new(
-            "egress_audit_lines_dropped_total",
-            "Audit lines dropped because the writer could not keep up",
-        )?;
-        let descs = written
-            .desc()
-            .into_iter()
-            .chain(dropped.desc())
-            .cloned()
-            .collect();
-        Ok(Self {
-            sink,
-            written,
-            dropped,
-            descs,
-        })
-    }
-}
-
-impl Collector for AuditCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let sync = |counter: &IntCounter, now: u64| {
-            let seen = counter.get();
-            if now > seen {
-                counter.inc_by(now - seen);
-            }
-        };
-        sync(&self.written, self.sink.written());
-        sync(&self.dropped, self.sink.dropped());
-        let mut families = self.written.collect();
-        families.extend(self.dropped.collect());
-        families
     }
 }

@@ -22,6 +22,7 @@ use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
 use crate::error::EgressError;
+use crate::metrics::{ConnectFailure, ConnectMetrics};
 use crate::policy::{Route, UpstreamProtocol};
 use crate::wire::host::Host;
 
@@ -103,7 +104,7 @@ pub struct Endpoints {
 }
 
 /// Opens a TCP connection to the first of `addrs` that accepts, each attempt bounded by
-/// `timeout`.
+/// `timeout` and counted in `metrics`.
 ///
 /// Fails with the last address's error: refused, unreachable, or timed out.
 #[expect(
@@ -113,23 +114,30 @@ pub struct Endpoints {
 pub async fn connect_tcp(
     addrs: &[SocketAddr],
     timeout: Duration,
+    metrics: &ConnectMetrics,
 ) -> Result<(TcpStream, Endpoints), EgressError> {
     let mut last = None;
     for &addr in addrs {
+        let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
+                metrics.connected(started.elapsed());
                 // Small writes (request heads, TLS records) must not wait for ACKs.
                 let _ = stream.set_nodelay(true);
                 let local = stream.local_addr().unwrap_or(addr);
                 return Ok((stream, Endpoints { peer: addr, local }));
             }
             Ok(Err(e)) => {
+                metrics.failed(ConnectFailure::of_io(&e));
                 last = Some(EgressError::Connect {
                     addr,
                     reason: io_reason(&e),
                 })
             }
-            Err(_) => last = Some(EgressError::ConnectTimeout { addr, timeout }),
+            Err(_) => {
+                metrics.failed(ConnectFailure::Timeout);
+                last = Some(EgressError::ConnectTimeout { addr, timeout });
+            }
         }
     }
     Err(last.unwrap_or(EgressError::Overflow(

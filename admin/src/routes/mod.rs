@@ -11,13 +11,15 @@ mod tests;
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::http::{Method, Uri};
-use axum::middleware::from_fn_with_state;
+use axum::middleware::{from_fn_with_state, Next};
+use axum::response::Response;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use tokio::sync::watch;
 
-use crate::auth::{require_token, Tokens};
+use crate::auth::{require_token, TokenCheck, Tokens};
 use crate::error::ApiError;
 use crate::Control;
 
@@ -123,11 +125,37 @@ pub fn router(state: Shared, tokens: Arc<Tokens>) -> Router {
             guarded = guarded.route(spec.path, handlers(spec.path));
         }
     }
-    let guarded = guarded.route_layer(from_fn_with_state(tokens, require_token));
+    let check = TokenCheck {
+        tokens,
+        control: Arc::clone(&state.control),
+    };
+    let guarded = guarded.route_layer(from_fn_with_state(check, require_token));
     open.merge(guarded)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(from_fn_with_state(Arc::clone(&state), count_request))
         .with_state(state)
+}
+
+/// Tells the control of every request answered, by its route in [`ROUTES`], method and
+/// status: labels from bounded sets, whatever path a client sends.
+async fn count_request(State(state): State<Shared>, request: Request, next: Next) -> Response {
+    let route = ROUTES
+        .iter()
+        .find(|r| openapi::path_matches(r.path, request.uri().path()))
+        .map_or("unmatched", |r| r.path);
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        _ => "other",
+    };
+    let response = next.run(request).await;
+    state
+        .control
+        .admin_request(route, method, response.status().as_u16());
+    response
 }
 
 async fn not_found(uri: Uri) -> ApiError {

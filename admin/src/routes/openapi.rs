@@ -117,12 +117,13 @@ pub fn document() -> Value {
                 "put": write_op("replace the policy set; 400 with every error, nothing changed", Some("the whole policy set"), write_params(None)),
             },
             "/policy/check": {"post": {
-                "summary": "would this destination be allowed? the decision, the rule and why",
+                "summary": "would this destination be allowed? the decision, the rule and why, after resolving and the address guard",
                 "security": [{"bearer": []}],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": {
                     "type": "object", "required": ["host", "port"], "properties": {
                         "host": {"type": "string"}, "port": {"type": "integer"},
-                        "source": {"type": "string"}, "listener": {"type": "string"}}}}}},
+                        "source": {"type": "string"}, "listener": {"type": "string"},
+                        "resolve": {"type": "boolean", "default": true}}}}}},
                 "responses": {"200": {"description": "the decision", "content": {"application/json": {}}},
                               "400": error_responses(&["400"])["400"].clone(),
                               "401": error_responses(&["401"])["401"].clone()}

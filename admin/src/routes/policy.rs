@@ -148,5 +148,5 @@ pub async fn check(
     if request.port == 0 {
         return Err(ApiError::bad_request("port 0 is not a port (1-65535)"));
     }
-    Ok(Json(state.control.check(&request)?).into_response())
+    Ok(Json(state.control.check(request).await?).into_response())
 }

@@ -61,14 +61,23 @@ impl Control for Stand {
             versions: Vec::new(),
         }
     }
-    fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError> {
-        Ok(CheckAnswer {
-            decision: "deny".into(),
-            rule: None,
-            why: "no rule".into(),
-            destination: format!("{}:{}", request.host, request.port),
-            listener: "http".into(),
-            version: 3,
+    fn check(
+        &self,
+        request: CheckRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<CheckAnswer, ControlError>> + Send>,
+    > {
+        Box::pin(async move {
+            Ok(CheckAnswer {
+                decision: "deny".into(),
+                rule: None,
+                why: "no rule".into(),
+                destination: format!("{}:{}", request.host, request.port),
+                listener: "http".into(),
+                version: 3,
+                details: None,
+                addresses: Vec::new(),
+            })
         })
     }
     fn connections(&self) -> Vec<ConnectionInfo> {

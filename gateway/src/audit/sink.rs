@@ -210,6 +210,16 @@ impl AuditSink {
         stopped
     }
 
+    /// Lines waiting in the queue for the writer now.
+    pub fn queued(&self) -> usize {
+        self.shared.lock_batch().lines
+    }
+
+    /// The most lines the queue holds before it drops them.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
     /// Lines written to every target without error.
     pub fn written(&self) -> u64 {
         self.shared.written.load(Ordering::Relaxed)

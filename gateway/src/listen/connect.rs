@@ -105,9 +105,10 @@ async fn open(
     }
     recorder.record().upstream_cluster = Some(destination.cluster_name());
     let addrs = ctx.egress.addresses(&route, &destination).await?;
-    let (upstream, Endpoints { peer, local }) = connect_tcp(&addrs, route.connect_timeout)
-        .await
-        .inspect_err(|e| recorder.record().upstream_host = e.upstream_addr())?;
+    let (upstream, Endpoints { peer, local }) =
+        connect_tcp(&addrs, route.connect_timeout, &ctx.egress.metrics.upstream)
+            .await
+            .inspect_err(|e| recorder.record().upstream_host = e.upstream_addr())?;
     let record = recorder.record();
     record.upstream_host = Some(peer);
     record.upstream_local_address = Some(local);
@@ -142,6 +143,7 @@ async fn run(
             return;
         }
     };
+    recorder.tunnel_opened();
     // The accept loop counted the connection until hyper handed it over; the tunnel
     // counts it from here.
     let active = ctx

@@ -396,14 +396,10 @@ fn upstream_response(
 /// The gateway's own answer to a request it does not forward: one line of text.
 pub(super) fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseBody> {
     let status = error.status();
+    recorder.note_failure(&error);
     let record = recorder.record();
     record.response_code = status.as_u16();
-    record.response_flags.insert(error.flags());
     record.response_code_details = Some(error.details());
-    record.upstream_transport_failure_reason = error.transport_failure();
-    if record.upstream_host.is_none() {
-        record.upstream_host = error.upstream_addr();
-    }
     let close = matches!(error, EgressError::BadRequest { .. });
     let mut response = Response::new(ResponseBody::local(
         Bytes::from(format!("{error}\n")),

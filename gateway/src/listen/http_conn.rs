@@ -257,7 +257,6 @@ pub(super) fn connection_error(conn: &Conn, e: &hyper::Error) {
         tracing::debug!(peer = %conn.peer(), error = %e, "downstream connection ended");
         return;
     };
-    conn.ctx.egress.metrics.bad_requests.inc();
     audit_connection_failure(conn, code, flags, details);
 }
 
@@ -272,6 +271,9 @@ pub(super) fn audit_connection_failure(
         Arc::clone(&conn.ctx.recording),
         Arc::clone(&conn.accepted.listener),
     );
+    if flags.contains(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR) {
+        recorder.bad_request(details);
+    }
     let record = recorder.record();
     record.response_code = code;
     record.response_flags = flags;

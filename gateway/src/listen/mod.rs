@@ -2,6 +2,7 @@
 //! gateway drains. Each protocol's connection handling lives in its own module.
 
 mod activity;
+pub mod certificates;
 pub mod connect;
 pub mod downstream;
 mod headers;
@@ -50,6 +51,8 @@ pub struct Context {
     pub connections: Arc<Connections>,
     /// A tunnel open longer than this writes interim audit lines this often.
     pub audit_flush_interval: Duration,
+    /// The certificates terminating listeners serve, for the expiry gauge.
+    pub certificates: certificates::Certificates,
 }
 
 /// How long tunnels closed at the drain timeout get to write their final lines.
@@ -240,6 +243,7 @@ async fn accept_loop(
         ))
     });
     if let Some(tls) = &tls {
+        ctx.certificates.track(tls);
         // Loaded now so a missing certificate is in the log at start; connections are
         // refused (with an audit line) until it loads.
         let _ = tls.load().await;

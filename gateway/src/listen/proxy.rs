@@ -110,7 +110,7 @@ pub fn refuse(
     error: &ProxyHeaderError,
 ) {
     tracing::debug!(%peer, %listener, error = %error, "PROXY header refused");
-    ctx.egress.metrics.bad_requests.inc();
+    ctx.egress.metrics.bad_request(error.details());
     let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::from(listener));
     let record = recorder.record();
     record.response_flags = ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR;
@@ -132,8 +132,9 @@ mod tests {
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addrs = [listener.local_addr().unwrap()];
+        let metrics = crate::metrics::Metrics::new(prometheus::Registry::new()).unwrap();
         let (client, accepted) = tokio::join!(
-            crate::upstream::connect_tcp(&addrs, Duration::from_secs(5)),
+            crate::upstream::connect_tcp(&addrs, Duration::from_secs(5), &metrics.upstream),
             listener.accept()
         );
         (client.unwrap().0, accepted.unwrap().0)

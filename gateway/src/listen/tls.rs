@@ -80,7 +80,7 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut 
         Err((refusal, name)) => {
             tunnel.record().requested_server_name = name;
             if refusal.flags() == ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR {
-                ctx.egress.metrics.bad_requests.inc();
+                ctx.egress.metrics.bad_request(refusal.details());
             }
             tunnel.refuse(refusal.flags(), refusal.details());
             return;

@@ -24,6 +24,7 @@ use super::Context;
 use crate::audit::{Recorder, ResponseFlags};
 use crate::policy::ListenerTls;
 use crate::source::Source;
+use crate::wire::expiry::not_after;
 use crate::wire::san::uri_sans;
 
 /// How often, at most, the certificate files are read again to see whether they changed.
@@ -51,6 +52,8 @@ struct State {
 #[derive(Debug)]
 struct Loaded {
     config: Arc<ServerConfig>,
+    /// The served certificate's notAfter (Unix seconds), when its DER could be read.
+    not_after: Option<i64>,
     /// The files' bytes (cert, key, client CA) the configuration was built from.
     contents: Vec<Vec<u8>>,
 }
@@ -154,6 +157,17 @@ impl TlsTerminator {
         self.config().await.map(|_| ())
     }
 
+    /// The listener's name.
+    pub fn listener(&self) -> &str {
+        &self.listener
+    }
+
+    /// The notAfter (Unix seconds) of the certificate served now, if one loaded.
+    pub fn expires_at(&self) -> Option<i64> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.loaded.as_ref().and_then(|l| l.not_after)
+    }
+
     /// Completes the server side of the handshake on `stream` within `timeout`.
     ///
     /// Fails when the certificate is unavailable, the client does not finish the
@@ -209,13 +223,14 @@ impl TlsTerminator {
             return state.current();
         }
         match self.build(&contents) {
-            Ok(config) => {
+            Ok((config, not_after)) => {
                 if state.loaded.is_some() {
                     tracing::info!(listener = %self.listener, "listener certificate reloaded");
                 }
                 let config = Arc::new(config);
                 state.loaded = Some(Loaded {
                     config: Arc::clone(&config),
+                    not_after,
                     contents,
                 });
                 state.last_error = None;
@@ -239,7 +254,8 @@ impl TlsTerminator {
         Ok(contents)
     }
 
-    fn build(&self, contents: &[Vec<u8>]) -> Result<ServerConfig, String> {
+    /// The server configuration, and the leaf certificate's notAfter.
+    fn build(&self, contents: &[Vec<u8>]) -> Result<(ServerConfig, Option<i64>), String> {
         let (cert_pem, key_pem) = match contents {
             [cert, key, ..] => (cert, key),
             _ => return Err("certificate and key not read".to_owned()),
@@ -247,9 +263,16 @@ impl TlsTerminator {
         let chain = CertificateDer::pem_slice_iter(cert_pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("{}: {e}", self.cert.display()))?;
-        if chain.is_empty() {
+        let Some(leaf) = chain.first() else {
             return Err(format!("{}: no PEM certificate", self.cert.display()));
-        }
+        };
+        let not_after = match not_after(leaf) {
+            Ok(at) => Some(at),
+            Err(e) => {
+                tracing::warn!(listener = %self.listener, error = %e, "listener certificate expiry unreadable");
+                None
+            }
+        };
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| format!("{}: {e}", self.key.display()))?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -276,7 +299,7 @@ impl TlsTerminator {
             .with_single_cert(chain, key)
             .map_err(|e| format!("{} with {}: {e}", self.cert.display(), self.key.display()))?;
         config.alpn_protocols.clone_from(&self.alpn);
-        Ok(config)
+        Ok((config, not_after))
     }
 }
 
@@ -329,6 +352,9 @@ pub fn refuse(
     local: SocketAddr,
     error: &TlsInError,
 ) {
+    if !matches!(error, TlsInError::Closed) {
+        ctx.egress.metrics.tls_inbound_failed(error.details());
+    }
     let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::clone(listener));
     let record = recorder.record();
     record.response_flags = error.flags();

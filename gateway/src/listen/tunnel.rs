@@ -85,13 +85,8 @@ impl Tunnel {
     /// Ends the tunnel on an error of the egress path (denied, refused address, DNS,
     /// connect failure): its flag, its details, and the upstream tried if any.
     pub fn fail(mut self, error: &EgressError) {
-        let record = self.recorder.record();
-        record.response_flags.insert(error.flags());
-        record.connection_termination_details = Some(error.details().into_owned());
-        record.upstream_transport_failure_reason = error.transport_failure();
-        if record.upstream_host.is_none() {
-            record.upstream_host = error.upstream_addr();
-        }
+        self.recorder.note_failure(error);
+        self.recorder.record().connection_termination_details = Some(error.details().into_owned());
         self.finish();
     }
 
@@ -112,8 +107,9 @@ impl Tunnel {
                 Some(format!("audit_would_deny[{rule}]").into());
         }
         let addrs = self.ctx.egress.addresses(&route, &destination).await?;
+        let connects = &self.ctx.egress.metrics.upstream;
         let (stream, endpoints) =
-            crate::upstream::connect_tcp(&addrs, route.connect_timeout).await?;
+            crate::upstream::connect_tcp(&addrs, route.connect_timeout, connects).await?;
         let record = self.recorder.record();
         record.upstream_host = Some(endpoints.peer);
         record.upstream_local_address = Some(endpoints.local);
@@ -146,6 +142,7 @@ impl Tunnel {
     /// Writes `first` (bytes already read from the client, e.g. its ClientHello) to the
     /// upstream, then relays until the tunnel ends, and writes the final line.
     pub async fn relay(mut self, downstream: Downstream, mut upstream: Connected, first: &[u8]) {
+        self.recorder.tunnel_opened();
         if let Err(e) = upstream.stream.write_all(first).await {
             self.end(Ending::Upstream(e));
             return;

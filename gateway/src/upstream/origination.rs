@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::{io_reason, Origination};
-use crate::error::EgressError;
+use crate::error::{EgressError, TlsFailure};
 
 /// How often, at most, a rule's `ca_file` is read again to see whether it changed.
 const CA_RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -61,6 +61,7 @@ impl ClientConfigs {
                         .map_err(|e| EgressError::UpstreamTls {
                             addr,
                             reason: format!("TLS_error:ca_file_unreadable:{}:{e}", path.display()),
+                            failure: TlsFailure::CaFile,
                         })?,
                 )
             }
@@ -79,6 +80,7 @@ impl ClientConfigs {
                     "TLS_error:ca_file_invalid:{}:{why}",
                     ca_file.map(|p| p.display().to_string()).unwrap_or_default()
                 ),
+                failure: TlsFailure::CaFile,
             }
         })?);
         cached.insert(
@@ -111,6 +113,7 @@ impl ClientConfigs {
             EgressError::UpstreamTls {
                 addr,
                 reason: "TLS_error:invalid_server_name".to_owned(),
+                failure: TlsFailure::InvalidServerName,
             }
         })?;
         let handshake = TlsConnector::from(config).connect(name, stream);
@@ -120,12 +123,14 @@ impl ClientConfigs {
                 return Err(EgressError::UpstreamTls {
                     addr,
                     reason: failure_reason(&e),
+                    failure: failure_kind(&e),
                 })
             }
             Err(_) => {
                 return Err(EgressError::UpstreamTls {
                     addr,
                     reason: "TLS_error:handshake_timeout".to_owned(),
+                    failure: TlsFailure::Timeout,
                 })
             }
         };
@@ -166,6 +171,16 @@ fn build(ca_pem: Option<&[u8]>, h2_only: bool) -> Result<ClientConfig, String> {
 
 /// UPSTREAM_TRANSPORT_FAILURE_REASON of a failed handshake, in the shape Envoy gives
 /// its BoringSSL errors: `TLS_error:CERTIFICATE_VERIFY_FAILED:unknown_issuer`.
+/// What kind of failure `e` is, for the metrics (the reason string says more).
+fn failure_kind(e: &std::io::Error) -> TlsFailure {
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(rustls::Error::InvalidCertificate(_)) => TlsFailure::CertificateVerifyFailed,
+        Some(rustls::Error::AlertReceived(_)) => TlsFailure::AlertReceived,
+        Some(rustls::Error::NoApplicationProtocol) => TlsFailure::NoApplicationProtocol,
+        _ => TlsFailure::Handshake,
+    }
+}
+
 fn failure_reason(e: &std::io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
         Some(rustls::Error::InvalidCertificate(why)) => {

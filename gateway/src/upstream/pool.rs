@@ -14,6 +14,7 @@ use super::conn::{as_http1, as_http2, handshake, upstream_error, Conn};
 use super::origination::ClientConfigs;
 use super::{connect_tcp, Endpoints, Origination, Transport, UpstreamBody};
 use crate::error::EgressError;
+use crate::metrics::ConnectMetrics;
 
 /// How long an unused pooled connection is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -66,10 +67,11 @@ impl Entry {
 }
 
 /// Pooled connections to upstreams, and the TLS configurations they were made with.
-#[derive(Default)]
 pub struct Pool {
     entries: Mutex<HashMap<Key, Entry>>,
     tls: ClientConfigs,
+    /// Where new connections are counted.
+    connects: ConnectMetrics,
 }
 
 impl std::fmt::Debug for Pool {
@@ -118,9 +120,13 @@ impl Lease {
 }
 
 impl Pool {
-    /// An empty pool.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+    /// An empty pool that counts the connections it opens in `connects`.
+    pub fn new(connects: ConnectMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            entries: Mutex::default(),
+            tls: ClientConfigs::default(),
+            connects,
+        })
     }
 
     fn put(&self, key: Key, idle: Idle) {
@@ -288,7 +294,7 @@ impl Pool {
         connect_timeout: Duration,
         transport: &Transport,
     ) -> Result<(Conn, Endpoints), EgressError> {
-        let (stream, endpoints) = connect_tcp(addrs, connect_timeout).await?;
+        let (stream, endpoints) = connect_tcp(addrs, connect_timeout, &self.connects).await?;
         let conn = match &transport.tls {
             None => handshake(stream, transport.h2, endpoints.peer).await?,
             Some(origination) => {
@@ -301,7 +307,12 @@ impl Pool {
                         transport.h2,
                         connect_timeout,
                     )
-                    .await?;
+                    .await
+                    .inspect_err(|e| {
+                        if let EgressError::UpstreamTls { failure, .. } = e {
+                            self.connects.tls_failed(*failure);
+                        }
+                    })?;
                 handshake(stream, transport.h2 || alpn_h2, endpoints.peer).await?
             }
         };

@@ -3,19 +3,10 @@
 //! certificate has been verified by rustls before it is read here, but the walk still
 //! treats every length as hostile.
 
-/// Why a certificate's SANs could not be read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SanError {
-    /// The DER ended inside an element, or a length points past its container.
-    #[error("certificate DER is truncated")]
-    Truncated,
-    /// A tag or length form DER does not allow (multi-byte tags, indefinite lengths).
-    #[error("certificate DER is malformed: {0}")]
-    Malformed(&'static str),
-}
+pub use super::der::DerError as SanError;
+use super::der::{Der, SEQUENCE};
 
 /// DER tags on the way to the SAN extension.
-const SEQUENCE: u8 = 0x30;
 const EXTENSIONS: u8 = 0xa3; // [3] EXPLICIT in TBSCertificate
 const OID: u8 = 0x06;
 const BOOLEAN: u8 = 0x01;
@@ -23,55 +14,6 @@ const OCTET_STRING: u8 = 0x04;
 const URI_NAME: u8 = 0x86; // GeneralName [6] IMPLICIT IA5String
 /// id-ce-subjectAltName, 2.5.29.17.
 const SUBJECT_ALT_NAME: &[u8] = &[0x55, 0x1d, 0x11];
-
-/// One DER element at a time from a byte slice.
-struct Der<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Der<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { rest: bytes }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    /// The next element's tag and contents.
-    fn next(&mut self) -> Result<(u8, &'a [u8]), SanError> {
-        let (&tag, after_tag) = self.rest.split_first().ok_or(SanError::Truncated)?;
-        if tag & 0x1f == 0x1f {
-            return Err(SanError::Malformed("multi-byte tag"));
-        }
-        let (&first, mut after_len) = after_tag.split_first().ok_or(SanError::Truncated)?;
-        let len = if first < 0x80 {
-            usize::from(first)
-        } else {
-            let count = usize::from(first & 0x7f);
-            if count == 0 {
-                return Err(SanError::Malformed("indefinite length"));
-            }
-            if count > 4 {
-                return Err(SanError::Malformed("length longer than 4 bytes"));
-            }
-            let bytes = after_len.get(..count).ok_or(SanError::Truncated)?;
-            after_len = &after_len[count..];
-            bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b))
-        };
-        let contents = after_len.get(..len).ok_or(SanError::Truncated)?;
-        self.rest = &after_len[len..];
-        Ok((tag, contents))
-    }
-
-    /// The next element, which must have `tag`.
-    fn expect(&mut self, tag: u8, what: &'static str) -> Result<&'a [u8], SanError> {
-        match self.next()? {
-            (t, contents) if t == tag => Ok(contents),
-            _ => Err(SanError::Malformed(what)),
-        }
-    }
-}
 
 /// Every URI SAN of the DER certificate `cert`, in certificate order; empty when it has
 /// no SAN extension or no URI among its names. URIs that are not UTF-8 are skipped.

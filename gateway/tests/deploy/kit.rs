@@ -356,10 +356,12 @@ impl KitGateway {
         }
     }
 
-    /// `POST /policy/check` on the admin API: what the policy decides for a destination.
+    /// `POST /policy/check` on the admin API: what the policy decides for a destination
+    /// (the policy alone: the names are real hosts, and tests stay on loopback).
     pub fn check(&self, host: &str, port: u64, listener: &str) -> serde_json::Value {
         let body =
-            serde_json::json!({"host": host, "port": port, "listener": listener}).to_string();
+            serde_json::json!({"host": host, "port": port, "listener": listener, "resolve": false})
+                .to_string();
         let request = format!(
             "POST /policy/check HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.token,

@@ -69,8 +69,9 @@ impl Admin {
         serde_json::from_slice(&reply.body).unwrap()
     }
 
+    /// What the policy alone decides (no lookup: these gateways have no test DNS).
     pub async fn check(&self, host: &str, port: u16) -> CheckAnswer {
-        let body = format!(r#"{{"host": "{host}", "port": {port}}}"#);
+        let body = format!(r#"{{"host": "{host}", "port": {port}, "resolve": false}}"#);
         let reply = self
             .send(
                 Method::POST,
@@ -108,7 +109,7 @@ fn request_for(
             "application/yaml",
         )),
         ("PUT", _) => Some(("hosts: [extra.example]\n", "application/yaml")),
-        ("POST", "/policy/check") => Some((r#"{"host": "api.example.com", "port": 80}"#, "application/json")),
+        ("POST", "/policy/check") => Some((r#"{"host": "api.example.com", "port": 80, "resolve": false}"#, "application/json")),
         _ => None,
     };
     (method.parse().unwrap(), path, body)
@@ -243,7 +244,7 @@ rules:
             "/policy/check",
             &[],
             Some((
-                r#"{"host": "a.example.com", "port": 443, "listener": "tls"}"#,
+                r#"{"host": "a.example.com", "port": 443, "listener": "tls", "resolve": false}"#,
                 "application/json",
             )),
         )

@@ -208,3 +208,76 @@ impl IstioLine {
         self.duration.parse().expect("DURATION is a number")
     }
 }
+
+/// One scrape of the stats listener's `/metrics`, read series by series.
+pub struct Exposition {
+    pub text: String,
+}
+
+impl Exposition {
+    /// Scrapes `gateway`'s stats listener.
+    pub async fn scrape(gateway: &TestGateway) -> Exposition {
+        let response = egress_testkit::http_get(gateway.stats_addr(), "stats", "/metrics")
+            .await
+            .expect("scrape the stats listener");
+        assert_eq!(response.status, Some(200), "{}", response.text);
+        Exposition {
+            text: response.body().to_owned(),
+        }
+    }
+
+    /// Scrapes until `until` holds, for at most 10 s (a request is counted when its
+    /// record is written, which may be just after the client has its response).
+    pub async fn wait(gateway: &TestGateway, until: impl Fn(&Exposition) -> bool) -> Exposition {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let scraped = Self::scrape(gateway).await;
+            if until(&scraped) || std::time::Instant::now() > deadline {
+                return scraped;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every series of `name` (a counter, gauge, or a histogram's `_count`): its labels
+    /// (`{...}`, empty for none) and value.
+    pub fn series(&self, name: &str) -> Vec<(&str, f64)> {
+        self.text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let rest = l.strip_prefix(name)?;
+                let (labels, value) = rest.rsplit_once(' ')?;
+                let labels = labels.trim();
+                (labels.is_empty() || labels.starts_with('{'))
+                    .then(|| (labels, value.parse().expect("a sample value")))
+            })
+            .collect()
+    }
+
+    /// The value of the one series of `name` whose labels include every pair of
+    /// `labels` (each `key="value"`); fails the test when there is none or several.
+    pub fn value(&self, name: &str, labels: &[&str]) -> f64 {
+        let found: Vec<(&str, f64)> = self
+            .series(name)
+            .into_iter()
+            .filter(|(l, _)| labels.iter().all(|label| l.contains(label)))
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "one series {name}{labels:?} expected, found {found:?} in:\n{}",
+            self.text
+        );
+        found[0].1
+    }
+
+    /// The value of `name` with `labels`, or 0 when no such series exists yet.
+    pub fn value_or_zero(&self, name: &str, labels: &[&str]) -> f64 {
+        self.series(name)
+            .into_iter()
+            .filter(|(l, _)| labels.iter().all(|label| l.contains(label)))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}

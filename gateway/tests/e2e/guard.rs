@@ -3,7 +3,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::common::Scenario;
+use egress_admin::api::CheckAnswer;
+use hyper::{Method, StatusCode};
+
+use crate::admin_api::Admin;
+use crate::common::{Exposition, Scenario};
 
 const ALLOW_ALL_GUARDED: &str = r#"
 defaults: {mode: allow, allow_private: false}
@@ -145,4 +149,69 @@ rules:
         Some(403),
         "a lone * does not match IP literals"
     );
+}
+
+#[tokio::test]
+async fn a_check_meets_the_guard_as_a_request_would_and_counts_nothing() {
+    let policy = r#"
+defaults: {mode: deny}
+listeners: [{name: http, port: 8080, protocol: http}]
+rules:
+  - {name: guarded, hosts: [api.example.com]}
+  - {name: trusted, hosts: [other.example.com], allow_private: true}
+"#;
+    let s = Scenario::start(policy).await;
+    let admin = Admin::of(&s.gateway);
+    let check = |host: &'static str, resolve: bool| {
+        let body = format!(r#"{{"host": "{host}", "port": 80, "resolve": {resolve}}}"#);
+        let admin = &admin;
+        async move {
+            let reply = admin
+                .send(
+                    Method::POST,
+                    "/policy/check",
+                    &[],
+                    Some((&body, "application/json")),
+                )
+                .await;
+            assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+            serde_json::from_slice::<CheckAnswer>(&reply.body).unwrap()
+        }
+    };
+    // api.example.com resolves to loopback, which its rule does not allow.
+    let refused = check("api.example.com", true).await;
+    assert_eq!(refused.decision, "deny", "{refused:?}");
+    assert_eq!(refused.rule.as_deref(), Some("guarded"));
+    assert_eq!(
+        refused.details.as_deref(),
+        Some("destination_address_refused{loopback}")
+    );
+    assert!(
+        refused.why.contains("127.0.0.1, a loopback address"),
+        "{}",
+        refused.why
+    );
+    assert!(refused.addresses.is_empty());
+    // From the policy alone, the rule allows it.
+    let unresolved = check("api.example.com", false).await;
+    assert_eq!(unresolved.decision, "allow", "{unresolved:?}");
+    assert_eq!(unresolved.details, None);
+    // The rule that allows private addresses connects to the address the name has.
+    let trusted = check("other.example.com", true).await;
+    assert_eq!(trusted.decision, "allow", "{trusted:?}");
+    assert_eq!(trusted.addresses, vec!["127.0.0.1:80".to_owned()]);
+    let unknown = check("missing.example.com", true).await;
+    assert_eq!(unknown.decision, "deny");
+    assert_eq!(
+        unknown.details.as_deref(),
+        Some("rbac_access_denied_matched_policy[none]")
+    );
+
+    let e = Exposition::scrape(&s.gateway).await;
+    assert_eq!(
+        e.value("egress_address_refused_total", &[r#"class="loopback""#]),
+        0.0,
+        "a check is not traffic"
+    );
+    assert_eq!(e.value_or_zero("egress_dns_lookups_total", &[]), 0.0);
 }

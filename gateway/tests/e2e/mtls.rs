@@ -10,7 +10,7 @@ use egress_gateway::testing::TestGateway;
 use egress_testkit::{wait_until_async, Issued, StubUpstream, TestCa, TestDns};
 
 use crate::clients::{self, Client};
-use crate::common::LOOPBACK;
+use crate::common::{Exposition, LOOPBACK};
 
 const FORMAT: &str = "%PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% \
                       %DOWNSTREAM_PEER_URI_SAN% %REQUESTED_SERVER_NAME% %ROUTE_NAME%";
@@ -323,4 +323,67 @@ async fn a_listener_without_client_ca_terminates_tls_for_anyone() {
             "-"
         ]
     );
+}
+
+#[tokio::test]
+async fn the_served_certificate_expiry_is_exported_and_follows_a_rotation() {
+    let mesh = Mesh::start(false).await;
+    let expiry = |e: &Exposition| {
+        e.value_or_zero(
+            "egress_tls_certificate_expiry_timestamp_seconds",
+            &[r#"listener="mesh""#],
+        )
+    };
+    // issue_server certificates are valid until 2100-01-01T00:00:00Z. The listener
+    // loads its files as it starts accepting.
+    let e = Exposition::wait(&mesh.gateway, |e| expiry(e) > 0.0).await;
+    assert_eq!(expiry(&e), 4_102_444_800.0, "{}", e.text);
+
+    // Rotated to one that expired on 2001-01-01: files are read again as connections
+    // arrive, so connect until the gauge follows.
+    let issued = mesh.ca.issue_expired_server(&[GATEWAY_NAME]);
+    std::fs::write(mesh.dir.path().join("gateway.key"), &issued.key_pem).unwrap();
+    std::fs::write(mesh.dir.path().join("gateway.crt"), &issued.cert_pem).unwrap();
+    let followed = wait_until_async(Duration::from_secs(10), || async {
+        let _ = egress_testkit::client::connect(mesh.gateway.addr("mesh")).await;
+        expiry(&Exposition::scrape(&mesh.gateway).await) == 978_307_200.0
+    })
+    .await;
+    assert!(
+        followed,
+        "the gauge still says the old certificate's expiry"
+    );
+}
+
+#[tokio::test]
+async fn failed_handshakes_are_counted_by_reason() {
+    let mesh = Mesh::start(true).await;
+    let anonymous = mesh.config(&mesh.ca, b"http/1.1", None);
+    assert!(mesh.get(anonymous, false).await.is_err());
+    let stranger = TestCa::named("stranger CA").issue_client(PAYMENTS);
+    let refused = mesh.config(&mesh.ca, b"h2", Some(&stranger));
+    assert!(mesh.get(refused, true).await.is_err());
+    // Plain HTTP to a TLS listener.
+    let plain = b"GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+    let _ = egress_testkit::raw_request(mesh.gateway.addr("mesh"), plain).await;
+    mesh.audit(3).await;
+
+    let failures = |e: &Exposition, reason: &str| {
+        let reason = format!(r#"reason="{reason}""#);
+        e.value(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="inbound""#, &reason],
+        )
+    };
+    let e = Exposition::wait(&mesh.gateway, |e| {
+        e.value_or_zero(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="inbound""#],
+        ) >= 3.0
+    })
+    .await;
+    assert_eq!(failures(&e, "client_certificate_required"), 1.0);
+    assert_eq!(failures(&e, "client_certificate_refused"), 1.0);
+    assert_eq!(failures(&e, "tls_handshake_failed"), 1.0);
+    assert_eq!(failures(&e, "tls_handshake_timeout"), 0.0);
 }

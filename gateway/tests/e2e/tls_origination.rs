@@ -6,7 +6,7 @@ use egress_gateway::testing::TestGateway;
 use egress_testkit::{StubUpstream, TestCa, TestDns};
 use http::Version;
 
-use crate::common::{IstioLine, LOOPBACK};
+use crate::common::{Exposition, IstioLine, LOOPBACK};
 
 struct Setup {
     gateway: TestGateway,
@@ -128,6 +128,23 @@ async fn an_upstream_certificate_from_an_untrusted_ca_is_503_uf() {
     );
     assert_eq!(line.upstream_host, s.upstream.addr().to_string());
     assert_eq!(s.upstream.request_count(), 0);
+    let e = Exposition::scrape(&s.gateway).await;
+    let failed = |reason: &str| {
+        let reason = format!(r#"reason="{reason}""#);
+        e.value(
+            "egress_tls_handshake_failures_total",
+            &[r#"side="origination""#, &reason],
+        )
+    };
+    assert_eq!(failed("certificate_verify_failed"), 1.0);
+    assert_eq!(failed("handshake_failed"), 0.0);
+    assert_eq!(
+        e.value(
+            "egress_upstream_connect_failures_total",
+            &[r#"reason="tls""#]
+        ),
+        1.0
+    );
 }
 
 #[tokio::test]

@@ -59,7 +59,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             destination,
             source,
             listener,
-        } => ctl.check(&destination, source, listener).await,
+            no_resolve,
+        } => ctl.check(&destination, source, listener, !no_resolve).await,
         Command::Connections => ctl.connections().await,
         Command::Logs { follow: _, filter } => ctl.logs(filter).await,
         Command::Drain => ctl.drain().await,
@@ -262,6 +263,7 @@ impl Ctl {
         destination: &str,
         source: Option<String>,
         listener: Option<String>,
+        resolve: bool,
     ) -> Result<(), Failure> {
         let (host, port) = split_destination(destination)?;
         let request = CheckRequest {
@@ -269,6 +271,7 @@ impl Ctl {
             port,
             source,
             listener,
+            resolve,
         };
         let body = serde_json::to_vec(&request).map_err(|e| Failure::new(e.to_string()))?;
         let reply = self

@@ -63,6 +63,10 @@ enum Command {
         /// The listener (default: the first declared one).
         #[arg(long)]
         listener: Option<String>,
+        /// Answer from the policy alone: do not resolve the name nor apply the address
+        /// guard (by default the check meets what a real request would).
+        #[arg(long)]
+        no_resolve: bool,
     },
     /// The connections open now.
     Connections,

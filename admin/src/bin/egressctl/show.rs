@@ -127,14 +127,21 @@ pub fn check(answer: &CheckAnswer) -> String {
         "would_deny" => "WOULD DENY (audit mode forwards it)",
         _ => "DENY",
     };
-    format!(
+    let mut out = format!(
         "{verdict} {} on listener {} (policy version {}, rule {})\n  {}\n",
         answer.destination,
         answer.listener,
         answer.version,
         answer.rule.as_deref().unwrap_or("-"),
         answer.why
-    )
+    );
+    if let Some(details) = &answer.details {
+        out.push_str(&format!("  {details}\n"));
+    }
+    if !answer.addresses.is_empty() {
+        out.push_str(&format!("  connects to {}\n", answer.addresses.join(", ")));
+    }
+    out
 }
 
 pub fn connections(list: &Connections) -> String {

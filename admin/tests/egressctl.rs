@@ -349,3 +349,69 @@ async fn failures_say_what_to_do_and_exit_non_zero() {
     let run = ctl.run(&["policy"]).await;
     assert_eq!(run.code, 2, "usage errors exit 2: {}", run.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_rules_yaml_json_errors_and_completions() {
+    let gateway = TestGateway::start(POLICY).await;
+    let ctl = Ctl::new(&gateway);
+
+    let version = ctl.run(&["version"]).await;
+    assert_eq!(version.code, 0, "{}", version.stderr);
+    let ours = env!("CARGO_PKG_VERSION");
+    assert!(
+        version
+            .stdout
+            .contains(&format!("client: egressctl {ours}")),
+        "{}",
+        version.stdout
+    );
+    assert!(
+        version
+            .stdout
+            .contains(&format!("server: egress-gateway {ours}")),
+        "{} {}",
+        version.stdout,
+        version.stderr
+    );
+
+    let list = ctl.run(&["rule", "list"]).await;
+    assert_eq!(list.code, 0, "{}", list.stderr);
+    let row = list
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("api"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("allow") && row.contains("api.example.com") && row.contains("80"),
+        "{}",
+        list.stdout
+    );
+
+    let get = ctl.run(&["rule", "get", "api"]).await;
+    assert_eq!(get.code, 0, "{}", get.stderr);
+    let rule: serde_yaml::Value = serde_yaml::from_str(&get.stdout).unwrap();
+    assert_eq!(rule["hosts"][0].as_str(), Some("api.example.com"));
+    let missing = ctl.run(&["rule", "get", "nope"]).await;
+    assert_eq!(missing.code, 1);
+    assert!(missing.stderr.contains("rule list"), "{}", missing.stderr);
+
+    let history = ctl.run(&["-o", "yaml", "policy", "history"]).await;
+    assert_eq!(history.code, 0, "{}", history.stderr);
+    let history: serde_yaml::Value = serde_yaml::from_str(&history.stdout).unwrap();
+    assert!(history["current"].as_u64().is_some(), "{history:?}");
+
+    let failed = ctl.run(&["-o", "json", "rule", "get", "nope"]).await;
+    assert_eq!(failed.code, 1);
+    let error: serde_json::Value = serde_json::from_str(failed.stderr.trim()).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("no rule named"),
+        "{error}"
+    );
+
+    let completions = ctl.run(&["completions", "bash"]).await;
+    assert_eq!(completions.code, 0, "{}", completions.stderr);
+    assert!(
+        completions.stdout.contains("_egressctl") && completions.stdout.contains("fleet"),
+        "bash completion"
+    );
+}

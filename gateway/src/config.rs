@@ -1,7 +1,8 @@
 //! The bootstrap configuration: `--config gateway.yaml`, every key also a flag.
 //!
 //! Everything is optional; a gateway started with no file and no flag serves the policy
-//! directory `./policies` (created with the embedded default policy when missing),
+//! directory `./state/policies` (created with the embedded default policy when missing,
+//! so admin writes never touch the repository's `policies/`),
 //! writes its audit log to `./audit.log`, its admin API to 127.0.0.1:15000 and its stats
 //! (metrics and probes) to 0.0.0.0:15090.
 
@@ -109,7 +110,7 @@ impl Default for EtcdConfig {
             username: None,
             password_file: None,
             dial_timeout: Duration::from_secs(5),
-            cache_dir: PathBuf::from("policy-cache"),
+            cache_dir: PathBuf::from("state/policy-cache"),
         }
     }
 }
@@ -221,7 +222,7 @@ pub enum LogFormat {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            policies: PathBuf::from("policies"),
+            policies: PathBuf::from("state/policies"),
             admin: AdminConfig::default(),
             stats: StatsConfig::default(),
             audit: AuditConfig::default(),
@@ -430,7 +431,7 @@ mod tests {
     #[test]
     fn empty_file_is_all_defaults() {
         let c = Config::from_yaml("", Path::new("g.yaml")).unwrap();
-        assert_eq!(c.policies, PathBuf::from("policies"));
+        assert_eq!(c.policies, PathBuf::from("state/policies"));
         assert_eq!(c.admin.address.to_string(), "127.0.0.1:15000");
         assert_eq!(c.audit.format, "istio");
         assert!(c.stats.enabled);

@@ -21,7 +21,8 @@ struct Flags {
     /// Bootstrap configuration file (YAML); flags override its keys.
     #[arg(long, short = 'c', env = "EGRESS_CONFIG")]
     config: Option<PathBuf>,
-    /// Policy directory (every *.yaml in it; created with the default policy if missing).
+    /// Policy directory (every *.yaml in it; created with the default policy if missing;
+    /// default ./state/policies).
     #[arg(long)]
     policies: Option<PathBuf>,
     /// Admin API address.
@@ -171,8 +172,11 @@ fn config(flags: &Flags) -> Result<Config, String> {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: a file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -234,18 +238,32 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let json = config.log.format == LogFormat::Json;
         let gateway = match egress_gateway::app::start(config).await {
             Ok(gateway) => gateway,
+            Err(e) if json => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
             Err(e) => {
                 eprintln!("egress-gateway: {e}");
                 return ExitCode::FAILURE;
             }
         };
-        eprintln!(
-            "egress-gateway {}: {}",
-            env!("CARGO_PKG_VERSION"),
-            gateway.describe()
-        );
+        // With JSON logs every line on stderr is JSON, the start-up line included.
+        if json {
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                serving = %gateway.describe(),
+                "started"
+            );
+        } else {
+            eprintln!(
+                "egress-gateway {}: {}",
+                env!("CARGO_PKG_VERSION"),
+                gateway.describe()
+            );
+        }
         if gateway.run_until(signals).await {
             ExitCode::SUCCESS
         } else {

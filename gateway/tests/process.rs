@@ -199,7 +199,7 @@ fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
     let mut gw = Running::start();
     let response = gw.request("denied.example");
     assert!(response.starts_with("HTTP/1.1 403"), "{response}");
-    terminate_and_check(&mut gw);
+    let _ = terminate_and_check(&mut gw);
 }
 
 /// Pinned to one core (`taskset`, as a node dedicates a core), the gateway serves from
@@ -238,12 +238,36 @@ fn on_one_core_the_gateway_runs_without_worker_threads() {
         !threads.iter().any(|name| name.starts_with("tokio-r")),
         "threads: {threads:?}"
     );
-    terminate_and_check(&mut gw);
+    let _ = terminate_and_check(&mut gw);
 }
 
 /// SIGTERM: exits 0 after saying where it listened and logged, with the one audit line
 /// of the denied request flushed.
-fn terminate_and_check(gw: &mut Running) {
+#[test]
+fn logs_are_plain_text_off_a_terminal_and_all_json_with_log_format_json() {
+    for json in [false, true] {
+        let mut gw = Running::start_with(|mut cmd| {
+            if json {
+                cmd.arg("--log-format").arg("json");
+            }
+            cmd
+        });
+        let response = gw.request("denied.example");
+        assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+        let stderr = terminate_and_check(&mut gw);
+        assert!(!stderr.contains('\u{1b}'), "no ANSI colours: {stderr:?}");
+        if json {
+            for line in stderr.lines() {
+                let value: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                assert!(value["level"].is_string(), "{line}");
+            }
+            assert!(stderr.contains("\"started\""), "{stderr}");
+        }
+    }
+}
+
+fn terminate_and_check(gw: &mut Running) -> String {
     gw.signal("TERM");
     let end = Instant::now() + Duration::from_secs(20);
     let status = loop {
@@ -278,6 +302,7 @@ fn terminate_and_check(gw: &mut Running) {
         audit.contains("rbac_access_denied_matched_policy[none]"),
         "{audit}"
     );
+    stderr
 }
 
 #[test]

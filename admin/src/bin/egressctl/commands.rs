@@ -24,6 +24,12 @@ const DENIED: u8 = 3;
 
 /// Runs one command.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    // Needs no gateway and no token.
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "egressctl", &mut std::io::stdout());
+        return Ok(());
+    }
     let token_file = cli.token_file.clone().or_else(|| {
         let default = PathBuf::from("admin.token");
         default.exists().then_some(default)
@@ -65,6 +71,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs { follow: _, filter } => ctl.logs(filter).await,
         Command::Drain => ctl.drain().await,
         Command::Fleet { wait } => ctl.fleet(wait).await,
+        Command::Version => ctl.version().await,
+        Command::Rule(RuleCommand::List) => ctl.rule_list().await,
+        Command::Rule(RuleCommand::Get { name }) => ctl.rule_get(&name).await,
+        Command::Completions { .. } => Ok(()),
     }
 }
 
@@ -75,6 +85,15 @@ pub(super) struct Ctl {
 }
 
 impl Ctl {
+    /// `GET path` with no token, as the open routes are asked.
+    pub(super) async fn get_open(&self, path: &str) -> Result<Reply, Failure> {
+        let reply = self
+            .client
+            .send(Method::GET, path, &[], None, TIMEOUT)
+            .await?;
+        self.judge(reply)
+    }
+
     pub(super) async fn get(&self, path: &str, accept: &str) -> Result<Reply, Failure> {
         let headers = [(ACCEPT, accept.to_owned())];
         let reply = self
@@ -123,8 +142,20 @@ impl Ctl {
         Err(Failure::new(message))
     }
 
+    /// An answer's JSON as it came (`-o json`) or as YAML (`-o yaml`).
     fn print_json(&self, reply: &Reply) {
-        println!("{}", reply.text().trim_end());
+        match serde_json::from_slice::<serde_json::Value>(&reply.body) {
+            Ok(value) if self.output == Output::Yaml => self.emit(&value),
+            _ => println!("{}", reply.text().trim_end()),
+        }
+    }
+
+    /// A value as JSON or YAML, by `-o`.
+    pub(super) fn emit(&self, value: &serde_json::Value) {
+        match self.output {
+            Output::Yaml => print!("{}", serde_yaml::to_string(value).unwrap_or_default()),
+            _ => println!("{value}"),
+        }
     }
 
     async fn status(&self) -> Result<(), Failure> {
@@ -144,16 +175,13 @@ impl Ctl {
             connections = Some(parse::<Connections>(&reply)?.connections.len());
         }
         match self.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::json!({
+            Output::Json | Output::Yaml => self.emit(&serde_json::json!({
                     "admin": self.client.authority(),
                     "ready": is_ready,
                     "version": history.as_ref().map(|h| h.current),
                     "connections": connections,
                     "details": details,
-                })
-            ),
+            })),
             Output::Table => print!(
                 "{}",
                 show::status(
@@ -179,7 +207,7 @@ impl Ctl {
     async fn policy_get(&self) -> Result<(), Failure> {
         let accept = match self.output {
             Output::Json => "application/json",
-            Output::Table => "application/yaml",
+            Output::Table | Output::Yaml => "application/yaml",
         };
         let reply = self.get("/policy", accept).await?;
         let text = reply.text();
@@ -243,7 +271,7 @@ impl Ctl {
             .await?;
         let reply = self.judge(reply)?;
         match self.output {
-            Output::Json => self.print_json(&reply),
+            Output::Json | Output::Yaml => self.print_json(&reply),
             Output::Table => print!("{}", show::applied(&parse::<Applied>(&reply)?)),
         }
         Ok(())
@@ -252,7 +280,7 @@ impl Ctl {
     async fn history(&self) -> Result<(), Failure> {
         let reply = self.get("/policy/history", "application/json").await?;
         match self.output {
-            Output::Json => self.print_json(&reply),
+            Output::Json | Output::Yaml => self.print_json(&reply),
             Output::Table => print!("{}", show::history(&parse::<History>(&reply)?)),
         }
         Ok(())
@@ -287,7 +315,7 @@ impl Ctl {
         let reply = self.judge(reply)?;
         let answer: CheckAnswer = parse(&reply)?;
         match self.output {
-            Output::Json => self.print_json(&reply),
+            Output::Json | Output::Yaml => self.print_json(&reply),
             Output::Table => print!("{}", show::check(&answer)),
         }
         if answer.decision == "allow" {
@@ -303,7 +331,7 @@ impl Ctl {
     async fn connections(&self) -> Result<(), Failure> {
         let reply = self.get("/connections", "application/json").await?;
         match self.output {
-            Output::Json => self.print_json(&reply),
+            Output::Json | Output::Yaml => self.print_json(&reply),
             Output::Table => print!("{}", show::connections(&parse::<Connections>(&reply)?)),
         }
         Ok(())
@@ -358,7 +386,7 @@ impl Ctl {
         }
         let report: DrainReport = parse(&reply)?;
         match self.output {
-            Output::Json => self.print_json(&reply),
+            Output::Json | Output::Yaml => self.print_json(&reply),
             Output::Table => print!("{}", show::drain(&report)),
         }
         if report.drained {

@@ -25,10 +25,9 @@ impl Ctl {
             tokio::time::sleep(POLL).await;
         };
         match self.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string_pretty(&fleet).unwrap_or_default()
-            ),
+            Output::Json | Output::Yaml => {
+                self.emit(&serde_json::to_value(&fleet).unwrap_or_default())
+            }
             Output::Table => print!("{}", render(&fleet)),
         }
         if converged(&fleet) {

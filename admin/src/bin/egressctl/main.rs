@@ -4,6 +4,7 @@
 mod commands;
 mod fleet;
 mod input;
+mod rules;
 mod show;
 
 use std::path::PathBuf;
@@ -13,8 +14,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// Manage an egress-gateway over its admin API.
 #[derive(Debug, Parser)]
-#[command(version, about)]
-struct Cli {
+#[command(name = "egressctl", version, about)]
+pub(crate) struct Cli {
     /// The admin API's address (host:port).
     #[arg(
         long,
@@ -26,7 +27,8 @@ struct Cli {
     /// The gateway's admin token file (its first token is sent); default ./admin.token.
     #[arg(long, global = true, env = "EGRESS_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// Output: tables and text for people, or JSON for scripts.
+    /// Output: tables and text for people, or JSON or YAML for scripts (errors then come
+    /// as JSON on stderr too, under -o json).
     #[arg(long, short = 'o', global = true, value_enum, default_value = "table")]
     output: Output,
     /// What to do.
@@ -41,10 +43,12 @@ enum Output {
     Table,
     /// The API's JSON.
     Json,
+    /// The API's answers as YAML.
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Is the gateway ready, which policy version does it serve, how busy is it?
     Status,
     /// Read, change and go back in the policy.
@@ -81,6 +85,13 @@ enum Command {
     },
     /// Stop accepting, let work in flight finish, and report.
     Drain,
+    /// This egressctl's version and the gateway's.
+    Version,
+    /// A shell completion script: `egressctl completions bash > /etc/bash_completion.d/egressctl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Every replica sharing the etcd policy store, and whether they serve the same
     /// version. Exit 0 once all have converged, 1 when they still disagree after --wait.
     Fleet {
@@ -123,6 +134,13 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum RuleCommand {
+    /// The rules in force: name, action, hosts, ports.
+    List,
+    /// One rule in force, as YAML (-o json for JSON).
+    Get {
+        /// The rule's name.
+        name: String,
+    },
     /// Add or replace the rule in FILE (one rule, with its name).
     Set {
         /// The rule file (YAML, or JSON when it ends in .json; - = stdin).
@@ -167,10 +185,16 @@ impl From<egress_admin::client::ClientError> for Failure {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.output == Output::Json;
     match commands::run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            if !failure.message.is_empty() {
+            if json {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({"error": failure.message, "exit": failure.code})
+                );
+            } else if !failure.message.is_empty() {
                 eprintln!("egressctl: {}", failure.message);
             }
             ExitCode::from(failure.code)

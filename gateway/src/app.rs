@@ -189,11 +189,17 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     let (tokens, token_file) = admin_tokens(&config)?;
     let format = AuditFormat::parse(&config.audit.format)?;
     let sink = Arc::new(
-        AuditSink::open(audit_targets(&config), config.audit.buffer_lines).map_err(|source| {
-            StartError::AuditLog {
-                path: config.audit.path.clone(),
-                source,
-            }
+        AuditSink::open_with(
+            audit_targets(&config),
+            config.audit.buffer_lines,
+            match config.audit.fsync {
+                crate::config::Fsync::Interval => Some(crate::audit::SYNC_INTERVAL),
+                crate::config::Fsync::Never => None,
+            },
+        )
+        .map_err(|source| StartError::AuditLog {
+            path: config.audit.path.clone(),
+            source,
         })?,
     );
     let mut metrics = Metrics::new(prometheus::Registry::new())?;

@@ -160,6 +160,20 @@ pub struct AuditConfig {
     /// Long tunnels write an interim line this often.
     #[serde(with = "humantime_serde_compat")]
     pub flush_interval: Duration,
+    /// `interval` (default): lines are synced to disk every second, so a power loss
+    /// loses at most about a second of them; `never`: the kernel writes them back.
+    pub fsync: Fsync,
+}
+
+/// `audit.fsync`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// Every second.
+    #[default]
+    Interval,
+    /// Left to the kernel.
+    Never,
 }
 
 /// `dns:`.
@@ -270,6 +284,7 @@ impl Default for AuditConfig {
             stdout: false,
             buffer_lines: 65_536,
             flush_interval: Duration::from_secs(60),
+            fsync: Fsync::Interval,
         }
     }
 }

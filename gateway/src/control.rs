@@ -56,6 +56,7 @@ impl egress_admin::Control for GatewayControl {
     fn details(&self) -> Vec<String> {
         let mut out = self.store.details();
         out.extend(self.listeners.details());
+        out.extend(self.sink.details());
         out
     }
 

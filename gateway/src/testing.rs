@@ -21,6 +21,7 @@ pub struct TestGateway {
 pub struct TestGatewayBuilder {
     policy: String,
     config: Config,
+    audit_path: Option<PathBuf>,
 }
 
 impl TestGatewayBuilder {
@@ -33,6 +34,12 @@ impl TestGatewayBuilder {
     /// The audit format (`istio`, `envoy`, `json`, a format string).
     pub fn audit_format(mut self, format: &str) -> Self {
         self.config.audit.format = format.to_owned();
+        self
+    }
+
+    /// Writes the audit log at `path` instead of the temporary directory.
+    pub fn audit_path(mut self, path: PathBuf) -> Self {
+        self.audit_path = Some(path);
         self
     }
 
@@ -51,7 +58,10 @@ impl TestGatewayBuilder {
             source,
         })?;
         let policies = dir.path().join("policies");
-        let audit_path = dir.path().join("audit.log");
+        let audit_path = self
+            .audit_path
+            .clone()
+            .unwrap_or_else(|| dir.path().join("audit.log"));
         let write = |source| StartError::PolicyDir {
             path: policies.display().to_string(),
             source,
@@ -100,6 +110,7 @@ impl TestGateway {
         TestGatewayBuilder {
             policy: policy.to_owned(),
             config,
+            audit_path: None,
         }
     }
 

@@ -65,8 +65,13 @@ struct Shared {
     /// Lines accepted into the queue since the start.
     accepted: AtomicU64,
     written: AtomicU64,
+    /// Lines dropped because the queue was full (or the sink closed).
     dropped: AtomicU64,
+    /// Lines lost because a target could not be written.
+    lost: AtomicU64,
     write_errors: AtomicU64,
+    /// Since when the last writes have been failing (RFC 3339), if they are.
+    failing: Mutex<Option<String>>,
     closed: AtomicBool,
     progress: Mutex<Progress>,
     progressed: Condvar,
@@ -87,6 +92,9 @@ const BUSY_INTERVAL: Duration = Duration::from_millis(10);
 /// Live-tail subscribers that fall this many lines behind lose lines (they see `Lagged`).
 const TAIL_CAPACITY: usize = 1024;
 const BUFFER_BYTES: usize = 64 * 1024;
+/// How often written lines are synced to disk by default: a power loss loses at most
+/// about this much.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 impl AuditSink {
     /// Opens every target and starts the writer thread; at most `capacity` lines wait
@@ -95,6 +103,18 @@ impl AuditSink {
     /// Fails when a file cannot be opened for appending (the error names its path) or
     /// the thread cannot be started.
     pub fn open(targets: Vec<AuditTarget>, capacity: usize) -> io::Result<AuditSink> {
+        Self::open_with(targets, capacity, Some(SYNC_INTERVAL))
+    }
+
+    /// [`AuditSink::open`], syncing files to disk every `sync_every` (`None`: never; the
+    /// kernel writes them back when it will).
+    ///
+    /// Fails as [`AuditSink::open`].
+    pub fn open_with(
+        targets: Vec<AuditTarget>,
+        capacity: usize,
+        sync_every: Option<Duration>,
+    ) -> io::Result<AuditSink> {
         let outputs = targets
             .into_iter()
             .map(Output::open)
@@ -106,14 +126,16 @@ impl AuditSink {
             accepted: AtomicU64::new(0),
             written: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            failing: Mutex::new(None),
             closed: AtomicBool::new(false),
             progress: Mutex::new(Progress::default()),
             progressed: Condvar::new(),
         });
         let (tx, rx) = mpsc::channel();
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
-        let writer = Writer::new(rx, outputs, Arc::clone(&shared));
+        let writer = Writer::new(rx, outputs, Arc::clone(&shared), sync_every);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())?;
@@ -230,6 +252,37 @@ impl AuditSink {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Lines lost because the audit log could not be written (a full disk).
+    pub fn lost(&self) -> u64 {
+        self.shared.lost.load(Ordering::Relaxed)
+    }
+
+    /// Since when writes have been failing (RFC 3339), while they are.
+    pub fn failing_since(&self) -> Option<String> {
+        self.shared
+            .failing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Lines for `/readyz` details: writes failing now, lines lost so far.
+    pub fn details(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(since) = self.failing_since() {
+            out.push(format!(
+                "audit: the audit log cannot be written since {since}; lines are being lost ({} so far)",
+                self.lost()
+            ));
+        } else if self.lost() > 0 {
+            out.push(format!(
+                "audit: {} lines could not be written (a full disk?); writing again",
+                self.lost()
+            ));
+        }
+        out
+    }
+
     /// Lines (or flushes) that failed to reach a target, e.g. on a full disk.
     pub fn write_errors(&self) -> u64 {
         self.shared.write_errors.load(Ordering::Relaxed)
@@ -254,6 +307,15 @@ impl std::fmt::Debug for AuditSink {
 }
 
 impl Shared {
+    fn set_failing(&self, failing: bool) {
+        let mut since = self.failing.lock().unwrap_or_else(|e| e.into_inner());
+        match (failing, since.is_some()) {
+            (true, false) => *since = Some(now_rfc3339()),
+            (false, true) => *since = None,
+            _ => {}
+        }
+    }
+
     fn lock_progress(&self) -> MutexGuard<'_, Progress> {
         self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -261,4 +323,11 @@ impl Shared {
     fn lock_batch(&self) -> MutexGuard<'_, Batch> {
         self.batch.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+fn now_rfc3339() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    let now = now.replace_nanosecond(0).unwrap_or(now);
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 
 use crate::audit::AuditSink;
 
@@ -13,7 +13,8 @@ use crate::audit::AuditSink;
 pub(super) struct AuditCollector {
     sink: Arc<AuditSink>,
     written: IntCounter,
-    dropped: IntCounter,
+    /// By reason: queue_full (the writer could not keep up), write_error (a full disk).
+    dropped: IntCounterVec,
     write_errors: IntCounter,
     queued: IntGauge,
     capacity: IntGauge,
@@ -23,10 +24,16 @@ pub(super) struct AuditCollector {
 impl AuditCollector {
     pub(super) fn new(sink: Arc<AuditSink>) -> prometheus::Result<Self> {
         let written = IntCounter::new("egress_audit_lines_written_total", "Audit lines written")?;
-        let dropped = IntCounter::new(
-            "egress_audit_lines_dropped_total",
-            "Audit lines dropped because the writer could not keep up",
+        let dropped = IntCounterVec::new(
+            Opts::new(
+                "egress_audit_lines_dropped_total",
+                "Audit lines not written, by reason: queue_full (the writer could not keep up) or write_error (the log could not be written)",
+            ),
+            &["reason"],
         )?;
+        for reason in ["queue_full", "write_error"] {
+            dropped.with_label_values(&[reason]);
+        }
         let write_errors = IntCounter::new(
             "egress_audit_write_errors_total",
             "Audit writes (or flushes) that failed to reach a target, e.g. on a full disk",
@@ -76,7 +83,14 @@ impl Collector for AuditCollector {
             }
         };
         sync(&self.written, self.sink.written());
-        sync(&self.dropped, self.sink.dropped());
+        sync(
+            &self.dropped.with_label_values(&["queue_full"]),
+            self.sink.dropped(),
+        );
+        sync(
+            &self.dropped.with_label_values(&["write_error"]),
+            self.sink.lost(),
+        );
         sync(&self.write_errors, self.sink.write_errors());
         self.queued
             .set(i64::try_from(self.sink.queued()).unwrap_or(i64::MAX));

@@ -10,6 +10,7 @@
 
 mod admin_api;
 mod admin_store;
+mod audit_disk;
 mod audit_lines;
 mod bad_requests;
 mod cardinality;

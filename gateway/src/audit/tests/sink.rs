@@ -192,3 +192,108 @@ fn full_queue_drops_and_counts() {
     assert_eq!(numbers[..3], [0, 1, 2]);
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
 }
+
+/// A tmpfs of its own, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Fills the file system holding `dir` with one file; removing it gives the space back.
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = fs::File::create(&filler).unwrap();
+    let block = vec![b'f'; 4096];
+    while file.write_all(&block).is_ok() {}
+    // The last partial block too, byte by byte.
+    while file.write_all(b"f").is_ok() {}
+    filler
+}
+
+#[test]
+fn a_full_disk_loses_lines_counted_never_torn_and_writes_resume_whole() {
+    let disk = SmallDisk::mount(256 * 1024);
+    let path = disk.path().join("audit.log");
+    let sink = file_sink(&path, 100_000);
+    sink.send("before the disk filled\n".into());
+    assert!(sink.flush(WAIT));
+    let filler = fill(disk.path());
+    // One page free again: the line that crosses its end is cut short.
+    let len = fs::metadata(&filler).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len - 4096)
+        .unwrap();
+    for i in 0..3_000 {
+        sink.send(format!("line {i:05} {}\n", "x".repeat(100)));
+    }
+    assert!(sink.flush(WAIT));
+    assert!(sink.lost() > 0, "lines were lost");
+    assert!(sink.failing_since().is_some());
+    assert!(
+        sink.details()[0].contains("cannot be written"),
+        "{:?}",
+        sink.details()
+    );
+    // Every line is written, lost, or the one cut short waiting to be finished.
+    let accounted = sink.written() + sink.lost();
+    assert_eq!(accounted, 3_000, "the line cut short is not counted yet");
+    let partial = fs::read_to_string(&path).unwrap();
+    assert!(
+        !partial.ends_with('\n'),
+        "a line was cut short by the full disk"
+    );
+
+    fs::remove_file(filler).unwrap();
+    for i in 0..100 {
+        sink.send(format!("after {i:03}\n"));
+    }
+    assert!(sink.flush(WAIT));
+    assert!(sink.failing_since().is_none());
+    assert_eq!(
+        sink.written() + sink.lost(),
+        3_101,
+        "every line accounted for"
+    );
+    let text = fs::read_to_string(&path).unwrap();
+    let got: Vec<&str> = text.lines().collect();
+    assert_eq!(got.len() as u64, sink.written());
+    for line in &got {
+        let whole = *line == "before the disk filled"
+            || (line.starts_with("line ") && line.len() == 5 + 5 + 1 + 100)
+            || line.starts_with("after ");
+        assert!(whole, "a torn line: {line:?}");
+    }
+    assert_eq!(got.last(), Some(&"after 099"));
+}

@@ -1,0 +1,123 @@
+//! A full audit disk: requests are served (audit.on_error fail_open, the default), every
+//! line that could not be written is counted, `/readyz` says so, and lines come back
+//! whole once there is space again.
+
+use std::path::Path;
+
+use egress_gateway::testing::TestGateway;
+use egress_testkit::{KeepAliveClient, StubUpstream, TestDns};
+use http::Method;
+
+use crate::common::allow_policy;
+
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(bytes: usize) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
+        );
+        SmallDisk(dir)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+fn fill(dir: &Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let filler = dir.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    while file.write_all(&[b'f'; 4096]).is_ok() {}
+    while file.write_all(b"f").is_ok() {}
+    filler
+}
+
+fn counter(metrics: &str, series: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
+    let disk = SmallDisk::mount(128 * 1024);
+    let upstream = StubUpstream::start().await;
+    let dns = TestDns::start().await;
+    dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
+    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
+        .dns(vec![dns.addr()])
+        .audit_path(disk.0.path().join("audit.log"))
+        .start()
+        .await;
+    let authority = format!("api.example.com:{}", upstream.port());
+    let filler = fill(disk.0.path());
+    let mut client = KeepAliveClient::connect(gateway.addr("http"))
+        .await
+        .unwrap();
+    let requests = 3_000u64;
+    for _ in 0..requests {
+        let r = client
+            .request(Method::GET, "/", &[("host", authority.as_str())], "")
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let sink = gateway.inner().audit_sink();
+    assert!(sink.flush(std::time::Duration::from_secs(10)));
+    let mut admin = KeepAliveClient::connect(gateway.admin_addr())
+        .await
+        .unwrap();
+    let ready = admin.get("/readyz").await.unwrap();
+    assert_eq!(ready.status, 200, "fail_open keeps serving");
+    assert!(
+        ready
+            .text()
+            .contains("audit: the audit log cannot be written"),
+        "{}",
+        ready.text()
+    );
+    let metrics = admin.get("/metrics").await.unwrap().text();
+    let written = counter(&metrics, "egress_audit_lines_written_total");
+    let lost = counter(
+        &metrics,
+        "egress_audit_lines_dropped_total{reason=\"write_error\"}",
+    );
+    assert!(lost > 0, "{metrics}");
+    assert_eq!(
+        written + lost,
+        requests,
+        "lines written + dropped == requests"
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    for _ in 0..10 {
+        client
+            .request(Method::GET, "/", &[("host", authority.as_str())], "")
+            .await
+            .unwrap();
+    }
+    assert!(sink.flush(std::time::Duration::from_secs(10)));
+    assert_eq!(sink.written() + sink.lost(), requests + 10);
+    let text = std::fs::read_to_string(disk.0.path().join("audit.log")).unwrap();
+    assert_eq!(text.lines().count() as u64, sink.written());
+    assert!(
+        text.lines().all(|l| l.contains("api.example.com")),
+        "whole lines"
+    );
+    // Closed before the disk is unmounted.
+    gateway.shutdown().await;
+}

@@ -8,12 +8,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use egress_gateway::config::{Config, LogFormat};
 
-/// mimalloc returns the memory of a policy compile to the system once the old policy
-/// is dropped; glibc's malloc kept each reload's peak in per-thread arenas (a 100k-rule
-/// policy's RSS grew by about 100 MiB per reload).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// An egress gateway: lets out of the mesh only what policy allows, and audits it.
 #[derive(Debug, Parser)]
 #[command(version, about)]

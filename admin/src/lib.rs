@@ -24,7 +24,7 @@ use tokio::sync::broadcast;
 
 use api::{
     Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, DrainReport, Fleet, Format,
-    History, PolicyView, WriteOptions,
+    History, ImportAnswer, PolicyView, WriteOptions,
 };
 pub use auth::Tokens;
 pub use error::ControlError;
@@ -71,6 +71,16 @@ pub trait Control: Send + Sync + 'static {
     ///
     /// Fails when the host, source or listener is not valid.
     fn check(&self, request: &CheckRequest) -> Result<CheckAnswer, ControlError>;
+    /// Istio resources (YAML, many documents) translated into a policy document, with a
+    /// report of what was not translated. Changes nothing.
+    ///
+    /// Fails when this gateway cannot import.
+    fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {
+        let _ = text;
+        Err(ControlError::BadRequest(
+            "this gateway does not import Istio resources".to_owned(),
+        ))
+    }
     /// The connections open now, oldest first.
     fn connections(&self) -> Vec<ConnectionInfo>;
     /// A live feed of audit lines as they are written (each with its newline).

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use egress_admin::api::{
     Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, Detail, DrainReport, Fleet,
-    FleetMember, Format, History, HistoryEntry, PolicyText, PolicyView, WriteOptions,
+    FleetMember, Format, History, HistoryEntry, ImportAnswer, ImportNote, PolicyText, PolicyView,
+    WriteOptions,
 };
 use egress_admin::ControlError;
 use tokio::sync::broadcast;
@@ -178,6 +179,27 @@ impl egress_admin::Control for GatewayControl {
         let policy = self.store.current();
         let version = self.store.version();
         check(&policy, version, request)
+    }
+
+    fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {
+        let imported =
+            crate::import::istio(text).map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(ImportAnswer {
+            dropped: imported.dropped(),
+            rules: imported.rules,
+            listeners: imported.listeners,
+            notes: imported
+                .notes
+                .into_iter()
+                .map(|n| ImportNote {
+                    resource: n.resource,
+                    field: n.field,
+                    message: n.message,
+                    dropped: n.dropped,
+                })
+                .collect(),
+            policy: imported.policy,
+        })
     }
 
     fn connections(&self) -> Vec<ConnectionInfo> {

@@ -14,9 +14,9 @@ use hyper::{Method, StatusCode};
 
 use super::input::{encode, parse, read_file, read_token, split_destination};
 use super::show;
-use super::{Cli, Command, Failure, Output, PolicyCommand, RuleCommand};
+use super::{Cli, Command, Failure, ImportCommand, Output, PolicyCommand, RuleCommand};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 /// A drain waits for work in flight, up to the gateway's drain timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// The exit status of `check` when the answer is deny (or would-deny in audit mode).
@@ -64,11 +64,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs { follow: _, filter } => ctl.logs(filter).await,
         Command::Drain => ctl.drain().await,
         Command::Fleet { wait } => ctl.fleet(wait).await,
+        Command::Import(ImportCommand::Istio { files, check }) => {
+            ctl.import_istio(&files, check).await
+        }
     }
 }
 
 pub(super) struct Ctl {
-    client: Client,
+    pub(super) client: Client,
     pub(super) output: Output,
     has_token: bool,
 }
@@ -84,7 +87,7 @@ impl Ctl {
     }
 
     /// Turns an error answer into a failure that says what to do.
-    fn judge(&self, reply: Reply) -> Result<Reply, Failure> {
+    pub(super) fn judge(&self, reply: Reply) -> Result<Reply, Failure> {
         if reply.status.is_success() {
             return Ok(reply);
         }

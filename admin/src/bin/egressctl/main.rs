@@ -3,6 +3,7 @@
 
 mod commands;
 mod fleet;
+mod import;
 mod input;
 mod show;
 
@@ -77,6 +78,9 @@ enum Command {
     },
     /// Stop accepting, let work in flight finish, and report.
     Drain,
+    /// Translate configuration of other systems into policy.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Every replica sharing the etcd policy store, and whether they serve the same
     /// version. Exit 0 once all have converged, 1 when they still disagree after --wait.
     Fleet {
@@ -114,6 +118,21 @@ enum PolicyCommand {
         /// Only if this version is still in force.
         #[arg(long)]
         if_match: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Istio ServiceEntry, VirtualService, DestinationRule, Gateway and AuthorizationPolicy
+    /// YAML → a policy document on stdout (nothing is applied), and on stderr every field
+    /// not translated and why. The gateway at --admin translates.
+    Istio {
+        /// Files of YAML (many documents, List kinds, `kubectl get -o yaml`); - = stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Exit 4 when anything of the input was not translated.
+        #[arg(long)]
+        check: bool,
     },
 }
 

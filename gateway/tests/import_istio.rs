@@ -373,3 +373,81 @@ fn the_fixtures_are_the_shared_reference_files() {
         );
     }
 }
+
+const EXAMPLE_SE: &str = "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: example, namespace: shop}
+spec:
+  hosts: [api.example.com, www.example.com]
+  ports: [{number: 443, name: https, protocol: HTTPS}]
+  resolution: DNS
+";
+
+#[test]
+fn a_deny_policy_overrides_the_more_specific_allows_it_covers() {
+    let text = format!(
+        "{EXAMPLE_SE}---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: no-example-from-test, namespace: istio-system}}
+spec:
+  action: DENY
+  rules:
+  - from: [{{source: {{namespaces: [test]}}}}]
+    to: [{{operation: {{hosts: ['*.example.com']}}}}]
+"
+    );
+    let (imported, policy) = import(&text);
+    let test = Some("spiffe://cluster.local/ns/test/sa/default");
+    let prod = Some("spiffe://cluster.local/ns/prod/sa/default");
+    for host in ["api.example.com", "www.example.com"] {
+        assert!(!allows(&policy, host, 443, test), "{}", imported.policy);
+        assert!(allows(&policy, host, 443, prod), "{}", imported.policy);
+    }
+    assert!(!allows(&policy, "other.example.com", 443, prod));
+    assert_eq!(imported.dropped(), 0, "{:#?}", imported.notes);
+}
+
+#[test]
+fn static_endpoints_take_their_mapped_ports_and_connect_timeouts_apply() {
+    let text = "apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {name: legacy}
+spec:
+  hosts: [legacy.internal.example]
+  ports: [{number: 8443, name: tls, protocol: TLS}]
+  resolution: STATIC
+  endpoints:
+  - address: 203.0.113.7
+    ports: {tls: 9443}
+  - address: 203.0.113.8
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: legacy}
+spec:
+  host: legacy.internal.example
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 1.5s, maxConnections: 10}}
+    tls: {mode: MUTUAL, clientCertificate: /etc/certs/c.pem}
+";
+    let (imported, policy) = import(text);
+    assert!(allows(&policy, "legacy.internal.example", 8443, None));
+    let rule = rule_for(&policy, "legacy.internal.example", 8443);
+    let endpoints: Vec<String> = rule
+        .route
+        .endpoint_addrs(8443)
+        .map(|a| a.to_string())
+        .collect();
+    assert_eq!(endpoints, ["203.0.113.7:9443", "203.0.113.8:8443"]);
+    assert_eq!(
+        rule.route.connect_timeout,
+        std::time::Duration::from_millis(1500)
+    );
+    assert!(has_note(&imported, true, "maxConnections"));
+    assert!(has_note(
+        &imported,
+        true,
+        "client certificates for TLS origination are not supported yet"
+    ));
+}

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod routes;
+pub mod suggest;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@
     reason = "test helpers fail the test by panicking"
 )]
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -221,4 +222,156 @@ items:
         .await;
     assert_eq!(broken.code, 4, "{}", broken.stderr);
     assert!(broken.stderr.contains("document 2"), "{}", broken.stderr);
+}
+
+/// One HTTP/1.1 request for `host` through the gateway's http listener; the status.
+async fn get(gateway: &TestGateway, host: &str) -> u16 {
+    let request = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let response = egress_testkit::client::raw_request(gateway.addr("http"), request.as_bytes())
+        .await
+        .unwrap();
+    response
+        .status
+        .unwrap_or_else(|| panic!("no status: {}", response.text))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suggest_from_audit_mode_then_enforce_lets_the_same_traffic_pass() {
+    let upstream = egress_testkit::StubUpstream::start().await;
+    let dns = egress_testkit::TestDns::start().await;
+    for name in ["a.shop.test", "b.shop.test", "c.other.test"] {
+        dns.set(name, [IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    }
+    let audit = "defaults: {mode: audit, allow_private: true}
+listeners: [{name: http, port: 8080, protocol: http}]
+rules:
+  - {name: api, hosts: [api.example.com], ports: [80]}
+";
+    let gateway = TestGateway::builder(audit)
+        .dns(vec![dns.addr()])
+        .start()
+        .await;
+    let ctl = Ctl::new(&gateway);
+    let port = upstream.port();
+    let traffic = [
+        format!("a.shop.test:{port}"),
+        format!("a.shop.test:{port}"),
+        format!("b.shop.test:{port}"),
+    ];
+    for host in &traffic {
+        assert_eq!(get(&gateway, host).await, 200, "audit mode forwards {host}");
+    }
+    gateway.wait_audit_lines(traffic.len()).await;
+    let log = gateway.audit_path().to_str().unwrap().to_owned();
+
+    let grouped = ctl
+        .expect(
+            &[
+                "policy",
+                "suggest",
+                "--from",
+                &log,
+                "--group-wildcards",
+                "-o",
+                "json",
+            ],
+            0,
+        )
+        .await;
+    let grouped: serde_json::Value = serde_json::from_str(&grouped.stdout).unwrap();
+    assert_eq!(grouped["suggested"][0]["host"], "*.shop.test", "{grouped}");
+    assert_eq!(
+        grouped["suggested"][0]["folded"].as_array().unwrap().len(),
+        2
+    );
+    let noisy = ctl
+        .expect(
+            &[
+                "policy",
+                "suggest",
+                "--from",
+                &log,
+                "--min-count",
+                "2",
+                "-o",
+                "json",
+            ],
+            0,
+        )
+        .await;
+    let noisy: serde_json::Value = serde_json::from_str(&noisy.stdout).unwrap();
+    assert_eq!(noisy["suggested"].as_array().unwrap().len(), 1, "{noisy}");
+
+    let run = ctl
+        .expect(&["policy", "suggest", "--from", &log, "-o", "yaml"], 0)
+        .await;
+    assert!(
+        run.stdout.contains("name: seen-a.shop.test"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("name: api"),
+        "the rules in force stay: {}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("REVIEW: it resolved to private or special addresses (127.0.0.1)"),
+        "loopback upstreams are flagged: {}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("+ rule seen-b.shop.test"),
+        "{}",
+        run.stderr
+    );
+    let suggested = ctl.file("suggested.yaml", &run.stdout);
+    ctl.expect(&["policy", "apply", "-f", path(&suggested)], 0)
+        .await;
+    let enforced = ctl.file(
+        "enforced.yaml",
+        &run.stdout.replace("mode: audit", "mode: deny"),
+    );
+    ctl.expect(&["policy", "apply", "-f", path(&enforced)], 0)
+        .await;
+
+    for host in &traffic {
+        assert_eq!(get(&gateway, host).await, 200, "enforcing lets {host} pass");
+    }
+    assert_eq!(get(&gateway, &format!("c.other.test:{port}")).await, 403);
+    // The log now holds the replay and the denial too: only the denied host is new.
+    gateway.wait_audit_lines(2 * traffic.len() + 1).await;
+    // A rotated, compressed log reads the same.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &std::fs::read(&log).unwrap()).unwrap();
+    let rotated = ctl.cwd.path().join("audit.log.1.gz");
+    std::fs::write(&rotated, gz.finish().unwrap()).unwrap();
+    let from_gz = ctl
+        .expect(
+            &["policy", "suggest", "--from", path(&rotated), "-o", "json"],
+            0,
+        )
+        .await;
+    let from_gz: serde_json::Value = serde_json::from_str(&from_gz.stdout).unwrap();
+    assert_eq!(from_gz["suggested"][0]["host"], "c.other.test", "{from_gz}");
+    let again = ctl.expect(&["policy", "suggest", "--from", &log], 0).await;
+    assert!(
+        again.stdout.contains("name: seen-c.other.test"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        !again.stdout.contains("name: seen-a.shop.test-2"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stderr.contains("1 rules suggested")
+            && again.stderr.contains(&format!(
+                "= allowed by the policy in force now: a.shop.test:{port}, b.shop.test:{port}"
+            )),
+        "{}",
+        again.stderr
+    );
 }

@@ -45,6 +45,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Policy(PolicyCommand::Diff { file }) => ctl.apply(&file, None, true).await,
         Command::Policy(PolicyCommand::History) => ctl.history().await,
+        Command::Policy(PolicyCommand::Suggest {
+            from,
+            min_count,
+            group_wildcards,
+        }) => ctl.suggest(&from, min_count, group_wildcards).await,
         Command::Policy(PolicyCommand::Rollback { version, if_match }) => {
             let path = format!("/policy/rollback/{version}");
             ctl.write(Method::POST, &path, None, if_match, false).await
@@ -77,6 +82,21 @@ pub(super) struct Ctl {
 }
 
 impl Ctl {
+    /// POSTs JSON and judges the answer.
+    pub(super) async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<Reply, Failure> {
+        let reply = self
+            .client
+            .send(
+                Method::POST,
+                path,
+                &[],
+                Some((body, "application/json")),
+                TIMEOUT,
+            )
+            .await?;
+        self.judge(reply)
+    }
+
     pub(super) async fn get(&self, path: &str, accept: &str) -> Result<Reply, Failure> {
         let headers = [(ACCEPT, accept.to_owned())];
         let reply = self
@@ -156,7 +176,7 @@ impl Ctl {
                     "details": details,
                 })
             ),
-            Output::Table => print!(
+            Output::Table | Output::Yaml => print!(
                 "{}",
                 show::status(
                     self.client.authority(),
@@ -181,7 +201,7 @@ impl Ctl {
     async fn policy_get(&self) -> Result<(), Failure> {
         let accept = match self.output {
             Output::Json => "application/json",
-            Output::Table => "application/yaml",
+            Output::Table | Output::Yaml => "application/yaml",
         };
         let reply = self.get("/policy", accept).await?;
         let text = reply.text();
@@ -246,7 +266,7 @@ impl Ctl {
         let reply = self.judge(reply)?;
         match self.output {
             Output::Json => self.print_json(&reply),
-            Output::Table => print!("{}", show::applied(&parse::<Applied>(&reply)?)),
+            Output::Table | Output::Yaml => print!("{}", show::applied(&parse::<Applied>(&reply)?)),
         }
         Ok(())
     }
@@ -255,7 +275,7 @@ impl Ctl {
         let reply = self.get("/policy/history", "application/json").await?;
         match self.output {
             Output::Json => self.print_json(&reply),
-            Output::Table => print!("{}", show::history(&parse::<History>(&reply)?)),
+            Output::Table | Output::Yaml => print!("{}", show::history(&parse::<History>(&reply)?)),
         }
         Ok(())
     }
@@ -288,7 +308,7 @@ impl Ctl {
         let answer: CheckAnswer = parse(&reply)?;
         match self.output {
             Output::Json => self.print_json(&reply),
-            Output::Table => print!("{}", show::check(&answer)),
+            Output::Table | Output::Yaml => print!("{}", show::check(&answer)),
         }
         if answer.decision == "allow" {
             Ok(())
@@ -304,7 +324,9 @@ impl Ctl {
         let reply = self.get("/connections", "application/json").await?;
         match self.output {
             Output::Json => self.print_json(&reply),
-            Output::Table => print!("{}", show::connections(&parse::<Connections>(&reply)?)),
+            Output::Table | Output::Yaml => {
+                print!("{}", show::connections(&parse::<Connections>(&reply)?))
+            }
         }
         Ok(())
     }
@@ -359,7 +381,7 @@ impl Ctl {
         let report: DrainReport = parse(&reply)?;
         match self.output {
             Output::Json => self.print_json(&reply),
-            Output::Table => print!("{}", show::drain(&report)),
+            Output::Table | Output::Yaml => print!("{}", show::drain(&report)),
         }
         if report.drained {
             Ok(())

@@ -29,7 +29,7 @@ impl Ctl {
                 "{}",
                 serde_json::to_string_pretty(&fleet).unwrap_or_default()
             ),
-            Output::Table => print!("{}", render(&fleet)),
+            Output::Table | Output::Yaml => print!("{}", render(&fleet)),
         }
         if converged(&fleet) {
             Ok(())

@@ -37,7 +37,7 @@ impl Ctl {
         let answer: ImportAnswer = parse(&reply)?;
         match self.output {
             Output::Json => println!("{}", reply.text().trim_end()),
-            Output::Table => {
+            Output::Table | Output::Yaml => {
                 print!("{}", answer.policy);
                 eprint!("{}", report(&answer));
             }

@@ -6,6 +6,7 @@ mod fleet;
 mod import;
 mod input;
 mod show;
+mod suggest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Output {
     Table,
     /// The API's JSON.
     Json,
+    /// YAML, where the answer is a policy (`policy suggest`); tables elsewhere.
+    Yaml,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,6 +114,20 @@ enum PolicyCommand {
     },
     /// The versions kept, newest first.
     History,
+    /// Rules that would allow what audit logs show was denied (or would be, in audit
+    /// mode) and the policy in force still does not allow: the policy with them added,
+    /// ready for `policy apply -f` (YAML; -o json for the observations).
+    Suggest {
+        /// Audit logs (istio, envoy or json format; rotated and .gz files too).
+        #[arg(long = "from", required = true, num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// Leave out hosts seen fewer times than this.
+        #[arg(long, default_value_t = 1)]
+        min_count: u64,
+        /// Fold two or more hosts under one parent into `*.parent`.
+        #[arg(long)]
+        group_wildcards: bool,
+    },
     /// Apply an earlier version's set again, as a new version.
     Rollback {
         /// The version to go back to (see `policy history`).

@@ -82,6 +82,21 @@ pub trait Control: Send + Sync + 'static {
             "this gateway does not import Istio resources".to_owned(),
         ))
     }
+    /// Rules for what this gateway's audit log shows denied (or would be, in audit mode)
+    /// that the policy in force still refuses, appended to that policy. Reads the log:
+    /// the router calls it on a blocking thread.
+    ///
+    /// Fails when the audit log is not a file this gateway can read.
+    fn suggest(
+        &self,
+        min_count: u64,
+        group_wildcards: bool,
+    ) -> Result<suggest::Suggestion, ControlError> {
+        let _ = (min_count, group_wildcards);
+        Err(ControlError::BadRequest(
+            "this gateway does not suggest rules".to_owned(),
+        ))
+    }
     /// The connections open now, oldest first.
     fn connections(&self) -> Vec<ConnectionInfo>;
     /// A live feed of audit lines as they are written (each with its newline).

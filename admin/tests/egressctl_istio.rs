@@ -279,9 +279,15 @@ rules:
         )
         .await;
     let grouped: serde_json::Value = serde_json::from_str(&grouped.stdout).unwrap();
-    assert_eq!(grouped["suggested"][0]["host"], "*.shop.test", "{grouped}");
     assert_eq!(
-        grouped["suggested"][0]["folded"].as_array().unwrap().len(),
+        grouped["suggested"][0]["seen"]["host"], "*.shop.test",
+        "{grouped}"
+    );
+    assert_eq!(
+        grouped["suggested"][0]["seen"]["folded"]
+            .as_array()
+            .unwrap()
+            .len(),
         2
     );
     let noisy = ctl
@@ -305,6 +311,11 @@ rules:
     let run = ctl
         .expect(&["policy", "suggest", "--from", &log, "-o", "yaml"], 0)
         .await;
+    let own = ctl.expect(&["policy", "suggest", "-o", "yaml"], 0).await;
+    assert_eq!(
+        own.stdout, run.stdout,
+        "GET /policy/suggest reads the same log"
+    );
     assert!(
         run.stdout.contains("name: seen-a.shop.test"),
         "{}",
@@ -354,7 +365,10 @@ rules:
         )
         .await;
     let from_gz: serde_json::Value = serde_json::from_str(&from_gz.stdout).unwrap();
-    assert_eq!(from_gz["suggested"][0]["host"], "c.other.test", "{from_gz}");
+    assert_eq!(
+        from_gz["suggested"][0]["seen"]["host"], "c.other.test",
+        "{from_gz}"
+    );
     let again = ctl.expect(&["policy", "suggest", "--from", &log], 0).await;
     assert!(
         again.stdout.contains("name: seen-c.other.test"),

@@ -2,6 +2,8 @@
 //! serves — the policy store's reads and writes, decisions on request, open
 //! connections, the live audit tail, readiness and draining.
 
+mod suggest;
+
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
@@ -48,6 +50,8 @@ pub struct GatewayControl {
     pub drain_timeout: Duration,
     /// The running listeners, for `/readyz` details.
     pub listeners: Arc<crate::app::RunningListeners>,
+    /// The audit log file, for `/policy/suggest`; `None` when it goes to stdout.
+    pub audit_path: Option<std::path::PathBuf>,
 }
 
 impl egress_admin::Control for GatewayControl {
@@ -179,6 +183,14 @@ impl egress_admin::Control for GatewayControl {
         let policy = self.store.current();
         let version = self.store.version();
         check(&policy, version, request)
+    }
+
+    fn suggest(
+        &self,
+        min_count: u64,
+        group_wildcards: bool,
+    ) -> Result<egress_admin::suggest::Suggestion, ControlError> {
+        suggest::suggest(self, self.audit_path.as_deref(), min_count, group_wildcards)
     }
 
     fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {

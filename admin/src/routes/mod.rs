@@ -7,6 +7,7 @@ pub mod openapi;
 mod ops;
 mod policy;
 pub mod stats;
+mod suggest;
 #[cfg(test)]
 mod tests;
 
@@ -67,6 +68,7 @@ pub const ROUTES: &[RouteSpec] = &[
     guarded("/policy", &["GET", "PUT"]),
     guarded("/policy/check", &["POST"]),
     guarded("/policy/import/istio", &["POST"]),
+    guarded("/policy/suggest", &["GET"]),
     guarded("/policy/history", &["GET"]),
     guarded("/policy/rollback/{version}", &["POST"]),
     guarded("/rules/{name}", &["PUT", "DELETE"]),
@@ -103,6 +105,7 @@ fn handlers(path: &str) -> MethodRouter<Shared> {
         "/policy" => get(policy::get_policy).put(policy::put_policy),
         "/policy/check" => post(policy::check),
         "/policy/import/istio" => post(import::istio),
+        "/policy/suggest" => get(suggest::suggest),
         "/policy/history" => get(policy::history),
         "/policy/rollback/{version}" => post(policy::rollback),
         "/rules/{name}" => put(policy::put_rule).merge(delete(policy::delete_rule)),

@@ -16,8 +16,7 @@ pub struct Suggested {
     /// The ports the policy in force still refuses.
     pub ports: Vec<u16>,
     /// What the audit lines showed.
-    #[serde(flatten)]
-    pub observed: Observed,
+    pub seen: Observed,
 }
 
 /// `GET /policy/suggest`, and what `egressctl policy suggest -o json` prints.
@@ -94,7 +93,7 @@ pub fn build(
             suggested.push(Suggested {
                 name: unique(&mut names, &o.host),
                 ports,
-                observed: o,
+                seen: o,
             });
         }
     }
@@ -153,7 +152,7 @@ fn merged(policy: &mut Value, suggested: &[Suggested]) -> Result<String, String>
         rule.insert("name".into(), s.name.clone().into());
         rule.insert(
             "hosts".into(),
-            vec![Value::from(s.observed.host.clone())].into(),
+            vec![Value::from(s.seen.host.clone())].into(),
         );
         let ports: Vec<Value> = s.ports.iter().map(|p| Value::from(u64::from(*p))).collect();
         rule.insert("ports".into(), ports.into());
@@ -179,7 +178,7 @@ fn merged(policy: &mut Value, suggested: &[Suggested]) -> Result<String, String>
 }
 
 fn comment(s: &Suggested) -> Vec<String> {
-    let o = &s.observed;
+    let o = &s.seen;
     let sources: Vec<&str> = o.sources.iter().map(String::as_str).take(5).collect();
     let more = o.sources.len().saturating_sub(5);
     let mut out = vec![format!(
@@ -228,18 +227,18 @@ impl Suggestion {
         );
         for s in &self.suggested {
             let ports: Vec<String> = s.ports.iter().map(u16::to_string).collect();
-            let folded = match s.observed.folded.len() {
+            let folded = match s.seen.folded.len() {
                 0 => String::new(),
                 n => format!(", {n} hosts folded"),
             };
             out.push_str(&format!(
                 "+ rule {}: {} ports {} ({} lines{folded})\n",
                 s.name,
-                s.observed.host,
+                s.seen.host,
                 ports.join(","),
-                s.observed.count,
+                s.seen.count,
             ));
-            if !s.observed.private.is_empty() {
+            if !s.seen.private.is_empty() {
                 out.push_str(&format!(
                     "  review {}: resolved to private or special addresses\n",
                     s.name

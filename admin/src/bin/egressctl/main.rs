@@ -118,8 +118,9 @@ enum PolicyCommand {
     /// mode) and the policy in force still does not allow: the policy with them added,
     /// ready for `policy apply -f` (YAML; -o json for the observations).
     Suggest {
-        /// Audit logs (istio, envoy or json format; rotated and .gz files too).
-        #[arg(long = "from", required = true, num_args = 1..)]
+        /// Audit logs (istio, envoy or json format; rotated and .gz files too); without
+        /// it, the gateway reads its own audit log (GET /policy/suggest).
+        #[arg(long = "from", num_args = 1..)]
         from: Vec<PathBuf>,
         /// Leave out hosts seen fewer times than this.
         #[arg(long, default_value_t = 1)]

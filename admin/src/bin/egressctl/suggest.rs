@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use egress_admin::api::{CheckAnswer, CheckRequest};
-use egress_admin::suggest::{build, candidates, Tally};
+use egress_admin::suggest::{build, candidates, Suggestion, Tally};
 
 use super::commands::Ctl;
 use super::input::parse;
@@ -22,6 +22,33 @@ impl Ctl {
         min_count: u64,
         group_wildcards: bool,
     ) -> Result<(), Failure> {
+        let suggestion = if from.is_empty() {
+            let path =
+                format!("/policy/suggest?min_count={min_count}&group_wildcards={group_wildcards}");
+            parse::<Suggestion>(&self.get(&path, "application/json").await?)?
+        } else {
+            self.suggest_from(from, min_count, group_wildcards).await?
+        };
+        match self.output {
+            Output::Json => println!(
+                "{}",
+                serde_json::to_string(&suggestion).map_err(|e| Failure::new(e.to_string()))?
+            ),
+            Output::Table | Output::Yaml => {
+                print!("{}", suggestion.policy);
+                eprint!("{}", suggestion.summary());
+            }
+        }
+        Ok(())
+    }
+
+    /// The suggestion for log files read here, checked against the gateway's policy.
+    async fn suggest_from(
+        &self,
+        from: &[PathBuf],
+        min_count: u64,
+        group_wildcards: bool,
+    ) -> Result<Suggestion, Failure> {
         let mut tally = Tally::default();
         for path in from {
             for line in read_log(path)?.lines() {
@@ -44,24 +71,13 @@ impl Ctl {
             }
         }
         let policy = self.get("/policy", "application/yaml").await?.text();
-        let suggestion = build(
+        build(
             &tally,
             observed,
             |h, p| refused.contains(&(h.to_owned(), p)),
             &policy,
         )
-        .map_err(Failure::new)?;
-        match self.output {
-            Output::Json => println!(
-                "{}",
-                serde_json::to_string(&suggestion).map_err(|e| Failure::new(e.to_string()))?
-            ),
-            Output::Table | Output::Yaml => {
-                print!("{}", suggestion.policy);
-                eprint!("{}", suggestion.summary());
-            }
-        }
-        Ok(())
+        .map_err(Failure::new)
     }
 }
 

@@ -451,3 +451,69 @@ spec:
         "client certificates for TLS origination are not supported yet"
     ));
 }
+
+#[test]
+fn a_tcp_server_and_route_become_a_tcp_listener_and_retries_are_reported() {
+    let text = "apiVersion: networking.istio.io/v1alpha3
+kind: ServiceEntry
+metadata: {name: mysql}
+spec:
+  hosts: [db.example.com]
+  ports: [{number: 3306, name: tcp-mysql, protocol: TCP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata: {name: egress}
+spec:
+  selector: {istio: egressgateway}
+  servers:
+  - port: {number: 3306, name: tcp-mysql, protocol: TCP}
+    hosts: ['*']
+  - port: {number: 27017, name: mongo, protocol: MONGO}
+    hosts: ['*']
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: mysql}
+spec:
+  hosts: [db.example.com]
+  gateways: [mesh, egress]
+  tcp:
+  - match: [{gateways: [mesh], port: 3306}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 3306}}}]
+  - match: [{gateways: [egress], port: 3306}]
+    route: [{destination: {host: db.example.com, port: {number: 3306}}}]
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata: {name: api}
+spec:
+  hosts: [db.example.com]
+  http:
+  - retries: {attempts: 3}
+    timeout: 0.5s
+    route: [{destination: {host: db.example.com}}]
+";
+    let (imported, policy) = import(text);
+    let tcp = policy.listener("tcp-mysql").expect("a tcp listener");
+    assert_eq!(tcp.port, 3306);
+    assert_eq!(
+        tcp.forward_to.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        Some("db.example.com:3306".to_owned())
+    );
+    assert!(policy.listener("mongo").is_none(), "{}", imported.policy);
+    assert!(has_note(
+        &imported,
+        true,
+        "TCP port 27017: no VirtualService tcp route"
+    ));
+    assert!(has_note(&imported, true, "retries are not supported"));
+    assert!(allows(&policy, "db.example.com", 3306, None));
+    assert!(!allows(&policy, "db.example.com", 3307, None));
+    let rule = rule_for(&policy, "db.example.com", 3306);
+    assert_eq!(
+        rule.route.request_timeout,
+        Some(std::time::Duration::from_millis(500))
+    );
+}

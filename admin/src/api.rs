@@ -258,3 +258,32 @@ pub struct Detail {
     /// What is wrong.
     pub message: String,
 }
+
+/// `POST /policy/import/istio`: Istio resources translated into a policy document, and
+/// what could not be translated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportAnswer {
+    /// The policy document (YAML), ready for `PUT /policy`.
+    pub policy: String,
+    /// Rules in it.
+    pub rules: usize,
+    /// Listeners in it.
+    pub listeners: usize,
+    /// How many notes say something of the input is not in the policy.
+    pub dropped: usize,
+    /// Every remark and every field not translated, in input order.
+    pub notes: Vec<ImportNote>,
+}
+
+/// One remark of an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportNote {
+    /// The resource, e.g. `ServiceEntry default/cnn`.
+    pub resource: String,
+    /// The field in it, e.g. `spec.addresses[2]`; empty for the whole resource.
+    pub field: String,
+    /// What happened to it, and why.
+    pub message: String,
+    /// True when something the input says is not in the policy.
+    pub dropped: bool,
+}

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod client;
 pub mod error;
 pub mod routes;
+pub mod suggest;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use tokio::sync::broadcast;
 
 use api::{
     Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, DrainReport, Fleet, Format,
-    History, PolicyView, WriteOptions,
+    History, ImportAnswer, PolicyView, WriteOptions,
 };
 pub use auth::Tokens;
 pub use error::ControlError;
@@ -76,6 +77,31 @@ pub trait Control: Send + Sync + 'static {
         &self,
         request: CheckRequest,
     ) -> Pin<Box<dyn Future<Output = Result<CheckAnswer, ControlError>> + Send>>;
+    /// Istio resources (YAML, many documents) translated into a policy document, with a
+    /// report of what was not translated. Changes nothing.
+    ///
+    /// Fails when this gateway cannot import.
+    fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {
+        let _ = text;
+        Err(ControlError::BadRequest(
+            "this gateway does not import Istio resources".to_owned(),
+        ))
+    }
+    /// Rules for what this gateway's audit log shows denied (or would be, in audit mode)
+    /// that the policy in force still refuses, appended to that policy. Reads the log:
+    /// the router calls it on a blocking thread.
+    ///
+    /// Fails when the audit log is not a file this gateway can read.
+    fn suggest(
+        &self,
+        min_count: u64,
+        group_wildcards: bool,
+    ) -> Result<suggest::Suggestion, ControlError> {
+        let _ = (min_count, group_wildcards);
+        Err(ControlError::BadRequest(
+            "this gateway does not suggest rules".to_owned(),
+        ))
+    }
     /// The connections open now, oldest first.
     fn connections(&self) -> Vec<ConnectionInfo>;
     /// A live feed of audit lines as they are written (each with its newline).

@@ -287,6 +287,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         metrics: metrics.clone(),
         drain_timeout: config.drain_timeout,
         listeners: Arc::clone(&listeners),
+        audit_path: (config.audit.path != "-").then(|| config.audit.path.clone().into()),
     });
     let options = egress_admin::Options {
         tokens: Arc::new(tokens),

@@ -2,6 +2,8 @@
 //! serves — the policy store's reads and writes, decisions on request, open
 //! connections, the live audit tail, readiness and draining.
 
+mod suggest;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use egress_admin::api::{
     Applied, Change, CheckAnswer, CheckRequest, ConnectionInfo, Detail, DrainReport, Fleet,
-    FleetMember, Format, History, HistoryEntry, PolicyText, PolicyView, WriteOptions,
+    FleetMember, Format, History, HistoryEntry, ImportAnswer, ImportNote, PolicyText, PolicyView,
+    WriteOptions,
 };
 use egress_admin::ControlError;
 use tokio::sync::broadcast;
@@ -46,6 +49,8 @@ pub struct GatewayControl {
     pub drain_timeout: Duration,
     /// The running listeners, for `/readyz` details.
     pub listeners: Arc<crate::app::RunningListeners>,
+    /// The audit log file, for `/policy/suggest`; `None` when it goes to stdout.
+    pub audit_path: Option<std::path::PathBuf>,
 }
 
 impl egress_admin::Control for GatewayControl {
@@ -188,6 +193,35 @@ impl egress_admin::Control for GatewayControl {
         let version = self.store.version();
         let ctx = Arc::clone(&self.ctx);
         Box::pin(async move { check::check(&ctx.egress, &policy, version, &request).await })
+    }
+
+    fn suggest(
+        &self,
+        min_count: u64,
+        group_wildcards: bool,
+    ) -> Result<egress_admin::suggest::Suggestion, ControlError> {
+        suggest::suggest(self, self.audit_path.as_deref(), min_count, group_wildcards)
+    }
+
+    fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {
+        let imported =
+            crate::import::istio(text).map_err(|e| ControlError::Internal(e.to_string()))?;
+        Ok(ImportAnswer {
+            dropped: imported.dropped(),
+            rules: imported.rules,
+            listeners: imported.listeners,
+            notes: imported
+                .notes
+                .into_iter()
+                .map(|n| ImportNote {
+                    resource: n.resource,
+                    field: n.field,
+                    message: n.message,
+                    dropped: n.dropped,
+                })
+                .collect(),
+            policy: imported.policy,
+        })
     }
 
     fn connections(&self) -> Vec<ConnectionInfo> {

@@ -21,6 +21,7 @@ pub mod control;
 pub mod egress;
 pub mod error;
 pub mod guard;
+pub mod import;
 pub mod listen;
 pub mod metrics;
 pub mod policy;

@@ -2,10 +2,12 @@
 //! the router is built from and that `GET /openapi.json` is checked against.
 
 mod body;
+mod import;
 pub mod openapi;
 mod ops;
 mod policy;
 pub mod stats;
+mod suggest;
 #[cfg(test)]
 mod tests;
 
@@ -67,6 +69,8 @@ pub const ROUTES: &[RouteSpec] = &[
     open("/metrics", &["GET"]),
     guarded("/policy", &["GET", "PUT"]),
     guarded("/policy/check", &["POST"]),
+    guarded("/policy/import/istio", &["POST"]),
+    guarded("/policy/suggest", &["GET"]),
     guarded("/policy/history", &["GET"]),
     guarded("/policy/rollback/{version}", &["POST"]),
     guarded("/rules/{name}", &["PUT", "DELETE"]),
@@ -102,6 +106,8 @@ fn handlers(path: &str) -> MethodRouter<Shared> {
         "/openapi.json" => get(ops::openapi),
         "/policy" => get(policy::get_policy).put(policy::put_policy),
         "/policy/check" => post(policy::check),
+        "/policy/import/istio" => post(import::istio),
+        "/policy/suggest" => get(suggest::suggest),
         "/policy/history" => get(policy::history),
         "/policy/rollback/{version}" => post(policy::rollback),
         "/rules/{name}" => put(policy::put_rule).merge(delete(policy::delete_rule)),

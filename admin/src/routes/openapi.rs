@@ -85,6 +85,42 @@ fn read_op(summary: &str, media: &str, security: bool) -> Value {
     op
 }
 
+/// `POST /policy/import/istio` (its own function: one `json!` this deep overflows the
+/// macro's recursion limit).
+fn import_op() -> Value {
+    json!({
+        "summary": "translate Istio resources (ServiceEntry, VirtualService, DestinationRule, Gateway, AuthorizationPolicy; many documents, List kinds) into a policy document, with every field not translated and why; changes nothing",
+        "security": [{"bearer": []}],
+        "requestBody": {"required": true, "content": {"application/yaml": {}}},
+        "responses": {"200": {"description": "the policy (YAML) and the report", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {
+                "policy": {"type": "string"}, "rules": {"type": "integer"}, "listeners": {"type": "integer"},
+                "dropped": {"type": "integer"},
+                "notes": {"type": "array", "items": {"type": "object", "properties": {
+                    "resource": {"type": "string"}, "field": {"type": "string"},
+                    "message": {"type": "string"}, "dropped": {"type": "boolean"}}}}}}}}},
+                      "400": error_responses(&["400"])["400"].clone(),
+                      "401": error_responses(&["401"])["401"].clone(),
+                      "413": error_responses(&["413"])["413"].clone()}
+    })
+}
+
+/// `GET /policy/suggest`.
+fn suggest_op() -> Value {
+    json!({
+        "summary": "rules for what the audit log shows denied or would-be-denied and the policy in force still refuses, appended to that policy (ready for PUT /policy); changes nothing",
+        "security": [{"bearer": []}],
+        "parameters": [
+            {"name": "min_count", "in": "query", "required": false, "schema": {"type": "integer"},
+             "description": "leave out hosts seen fewer times"},
+            {"name": "group_wildcards", "in": "query", "required": false, "schema": {"type": "boolean"},
+             "description": "fold two or more hosts under one parent into *.parent"}],
+        "responses": {"200": {"description": "the suggestion: lines read, suggested rules with counts, sources, first and last seen, and the merged policy", "content": {"application/json": {}}},
+                      "400": error_responses(&["400"])["400"].clone(),
+                      "401": error_responses(&["401"])["401"].clone()}
+    })
+}
+
 /// The document.
 pub fn document() -> Value {
     let name =
@@ -128,6 +164,8 @@ pub fn document() -> Value {
                               "400": error_responses(&["400"])["400"].clone(),
                               "401": error_responses(&["401"])["401"].clone()}
             }},
+            "/policy/import/istio": {"post": import_op()},
+            "/policy/suggest": {"get": suggest_op()},
             "/policy/history": {"get": read_op("the versions kept, newest first, with time, author and what changed", "application/json", true)},
             "/policy/rollback/{version}": {"post": write_op("apply an earlier version's set again, as a new version", None, write_params(Some(version)))},
             "/rules/{name}": {

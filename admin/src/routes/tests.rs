@@ -30,6 +30,25 @@ impl Control for Stand {
     fn metrics(&self) -> String {
         "egress_policy_version 3\n".to_owned()
     }
+    fn suggest(
+        &self,
+        min_count: u64,
+        _group: bool,
+    ) -> Result<crate::suggest::Suggestion, ControlError> {
+        let tally = crate::suggest::Tally::default();
+        let observed = tally.observed(min_count, false);
+        crate::suggest::build(&tally, observed, |_, _| true, "rules: []\n")
+            .map_err(ControlError::Internal)
+    }
+    fn import_istio(&self, text: &str) -> Result<crate::api::ImportAnswer, ControlError> {
+        Ok(crate::api::ImportAnswer {
+            policy: format!("# {} bytes of Istio YAML\n", text.len()),
+            rules: 0,
+            listeners: 0,
+            dropped: 0,
+            notes: Vec::new(),
+        })
+    }
     fn policy(&self, format: Format) -> PolicyView {
         let text = match format {
             Format::Yaml => "rules: []\n",

@@ -51,6 +51,18 @@ pub async fn check(
     Ok(answer)
 }
 
+/// What `policy` alone decides for the destination `request` names: no lookup, no
+/// guard (a suggestion asks the policy, not the network).
+///
+/// Fails when the host, source or listener is not valid.
+pub fn policy_only(
+    policy: &Policy,
+    version: u64,
+    request: &CheckRequest,
+) -> Result<CheckAnswer, ControlError> {
+    decide(policy, version, request).map(|(answer, _, _)| answer)
+}
+
 /// What `policy` (at `version`) decides for the destination a check names, and why.
 fn decide(
     policy: &Policy,

@@ -14,9 +14,9 @@ use hyper::{Method, StatusCode};
 
 use super::input::{encode, parse, read_file, read_token, split_destination};
 use super::show;
-use super::{Cli, Command, Failure, Output, PolicyCommand, RuleCommand};
+use super::{Cli, Command, Failure, ImportCommand, Output, PolicyCommand, RuleCommand};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const TIMEOUT: Duration = Duration::from_secs(30);
 /// A drain waits for work in flight, up to the gateway's drain timeout.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 /// The exit status of `check` when the answer is deny (or would-deny in audit mode).
@@ -51,6 +51,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Policy(PolicyCommand::Diff { file }) => ctl.apply(&file, None, true).await,
         Command::Policy(PolicyCommand::History) => ctl.history().await,
+        Command::Policy(PolicyCommand::Suggest {
+            from,
+            min_count,
+            group_wildcards,
+        }) => ctl.suggest(&from, min_count, group_wildcards).await,
         Command::Policy(PolicyCommand::Rollback { version, if_match }) => {
             let path = format!("/policy/rollback/{version}");
             ctl.write(Method::POST, &path, None, if_match, false).await
@@ -75,11 +80,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rule(RuleCommand::List) => ctl.rule_list().await,
         Command::Rule(RuleCommand::Get { name }) => ctl.rule_get(&name).await,
         Command::Completions { .. } => Ok(()),
+        Command::Import(ImportCommand::Istio { files, check }) => {
+            ctl.import_istio(&files, check).await
+        }
     }
 }
 
 pub(super) struct Ctl {
-    client: Client,
+    pub(super) client: Client,
     pub(super) output: Output,
     has_token: bool,
 }
@@ -94,6 +102,21 @@ impl Ctl {
         self.judge(reply)
     }
 
+    /// POSTs JSON and judges the answer.
+    pub(super) async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<Reply, Failure> {
+        let reply = self
+            .client
+            .send(
+                Method::POST,
+                path,
+                &[],
+                Some((body, "application/json")),
+                TIMEOUT,
+            )
+            .await?;
+        self.judge(reply)
+    }
+
     pub(super) async fn get(&self, path: &str, accept: &str) -> Result<Reply, Failure> {
         let headers = [(ACCEPT, accept.to_owned())];
         let reply = self
@@ -104,7 +127,7 @@ impl Ctl {
     }
 
     /// Turns an error answer into a failure that says what to do.
-    fn judge(&self, reply: Reply) -> Result<Reply, Failure> {
+    pub(super) fn judge(&self, reply: Reply) -> Result<Reply, Failure> {
         if reply.status.is_success() {
             return Ok(reply);
         }

@@ -3,9 +3,11 @@
 
 mod commands;
 mod fleet;
+mod import;
 mod input;
 mod rules;
 mod show;
+mod suggest;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +94,9 @@ pub(crate) enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Translate configuration of other systems into policy.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Every replica sharing the etcd policy store, and whether they serve the same
     /// version. Exit 0 once all have converged, 1 when they still disagree after --wait.
     Fleet {
@@ -122,6 +127,21 @@ enum PolicyCommand {
     },
     /// The versions kept, newest first.
     History,
+    /// Rules that would allow what audit logs show was denied (or would be, in audit
+    /// mode) and the policy in force still does not allow: the policy with them added,
+    /// ready for `policy apply -f` (YAML; -o json for the observations).
+    Suggest {
+        /// Audit logs (istio, envoy or json format; rotated and .gz files too); without
+        /// it, the gateway reads its own audit log (GET /policy/suggest).
+        #[arg(long = "from", num_args = 1..)]
+        from: Vec<PathBuf>,
+        /// Leave out hosts seen fewer times than this.
+        #[arg(long, default_value_t = 1)]
+        min_count: u64,
+        /// Fold two or more hosts under one parent into `*.parent`.
+        #[arg(long)]
+        group_wildcards: bool,
+    },
     /// Apply an earlier version's set again, as a new version.
     Rollback {
         /// The version to go back to (see `policy history`).
@@ -129,6 +149,21 @@ enum PolicyCommand {
         /// Only if this version is still in force.
         #[arg(long)]
         if_match: Option<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Istio ServiceEntry, VirtualService, DestinationRule, Gateway and AuthorizationPolicy
+    /// YAML → a policy document on stdout (nothing is applied), and on stderr every field
+    /// not translated and why. The gateway at --admin translates.
+    Istio {
+        /// Files of YAML (many documents, List kinds, `kubectl get -o yaml`); - = stdin.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Exit 4 when anything of the input was not translated.
+        #[arg(long)]
+        check: bool,
     },
 }
 

@@ -214,8 +214,14 @@ impl Egress {
         count: bool,
     ) -> Result<Vec<IpAddr>, ResolveError> {
         let started = Instant::now();
-        let resolved = match tokio::time::timeout(limit, self.resolver.resolve(host)).await {
-            Ok(answer) => answer,
+        let resolved = match tokio::time::timeout(limit, self.resolver.lookup(host)).await {
+            Ok(Ok((addrs, cached))) => {
+                if cached && count {
+                    self.metrics.dns.cache_hit();
+                }
+                Ok(addrs)
+            }
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(ResolveError::Timeout),
         };
         if count && matches!(host, Host::Name(_)) {

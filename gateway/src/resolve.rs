@@ -2,8 +2,10 @@
 //! static endpoints. Names are looked up as absolute (`name.`), so search domains never
 //! multiply queries or change what a name means.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
@@ -51,7 +53,16 @@ impl Default for Patience {
 #[derive(Clone)]
 pub struct Resolver {
     inner: TokioResolver,
+    /// Positive answers until their TTL runs out, in front of hickory's own cache, so
+    /// that a cache hit can be counted (hickory does not say which answers were cached).
+    answers: Arc<Mutex<Answers>>,
 }
+
+/// Name → (addresses, valid until).
+type Answers = HashMap<String, (Arc<[IpAddr]>, Instant)>;
+
+/// The most names the answer cache holds.
+const CACHED_NAMES: usize = 4096;
 
 impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -100,6 +111,7 @@ impl Resolver {
         *builder.options_mut() = opts;
         Ok(Self {
             inner: builder.build(),
+            answers: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -108,10 +120,20 @@ impl Resolver {
     ///
     /// Fails with NXDOMAIN, no records, or a name-server failure.
     pub async fn resolve(&self, host: &Host) -> Result<Vec<IpAddr>, ResolveError> {
+        self.lookup(host).await.map(|(addrs, _)| addrs)
+    }
+
+    /// [`Resolver::resolve`], also saying whether the answer came from the cache.
+    ///
+    /// Fails as [`Resolver::resolve`].
+    pub async fn lookup(&self, host: &Host) -> Result<(Vec<IpAddr>, bool), ResolveError> {
         let name = match host {
-            Host::Ip(ip) => return Ok(vec![*ip]),
+            Host::Ip(ip) => return Ok((vec![*ip], false)),
             Host::Name(name) => name,
         };
+        if let Some(addrs) = self.cached(name) {
+            return Ok((addrs, true));
+        }
         let absolute = format!("{name}.");
         match self.inner.lookup_ip(absolute.as_str()).await {
             Ok(lookup) => {
@@ -119,13 +141,34 @@ impl Resolver {
                 if addrs.is_empty() {
                     Err(ResolveError::NoRecords)
                 } else {
-                    Ok(addrs)
+                    self.remember(name, &addrs, lookup.valid_until());
+                    Ok((addrs, false))
                 }
             }
             Err(e) if e.is_nx_domain() => Err(ResolveError::NotFound),
             Err(e) if e.is_no_records_found() => Err(ResolveError::NoRecords),
             Err(e) => Err(ResolveError::Failed(e.to_string())),
         }
+    }
+}
+
+impl Resolver {
+    fn cached(&self, name: &str) -> Option<Vec<IpAddr>> {
+        let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        let (addrs, until) = answers.get(name)?;
+        (Instant::now() < *until).then(|| addrs.to_vec())
+    }
+
+    fn remember(&self, name: &str, addrs: &[IpAddr], until: Instant) {
+        let mut answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);
+        if answers.len() >= CACHED_NAMES {
+            let now = Instant::now();
+            answers.retain(|_, (_, until)| *until > now);
+            if answers.len() >= CACHED_NAMES {
+                answers.clear();
+            }
+        }
+        answers.insert(name.to_owned(), (Arc::from(addrs), until));
     }
 }
 

@@ -170,6 +170,7 @@ pub struct DnsMetrics {
     /// One counter per [`LookupResult`], in [`LookupResult::ALL`] order.
     lookups: [IntCounter; 5],
     durations: [Histogram; 5],
+    cache_hits: IntCounter,
 }
 
 impl DnsMetrics {
@@ -196,11 +197,25 @@ impl DnsMetrics {
             ]),
             &["result"],
         )?;
+        let cache_hits = IntCounter::new(
+            "egress_dns_cache_hits_total",
+            "Destination name lookups answered from the cache while the answer's TTL lasted",
+        )?;
         registry.register(Box::new(lookups.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
         let durations = LookupResult::ALL.map(|r| duration.with_label_values(&[r.as_str()]));
         let lookups = LookupResult::ALL.map(|r| lookups.with_label_values(&[r.as_str()]));
-        Ok(Self { lookups, durations })
+        Ok(Self {
+            lookups,
+            durations,
+            cache_hits,
+        })
+    }
+
+    /// Counts a lookup the cache answered (besides its result).
+    pub fn cache_hit(&self) {
+        self.cache_hits.inc();
     }
 
     /// Counts one lookup that ended with `result` after `elapsed`.

@@ -39,6 +39,14 @@ async fn answers_are_cached_by_ttl_and_nxdomain_is_cached_too() {
         first,
         "answered from the cache within the TTL"
     );
+    let metrics = egress_testkit::http_get(s.gateway.admin_addr(), "admin", "/metrics")
+        .await
+        .unwrap();
+    assert!(
+        metrics.body().contains("egress_dns_cache_hits_total 3"),
+        "the cache hits are counted: {}",
+        metrics.body()
+    );
     assert_eq!(s.get("missing.example.com", "/").await.status, Some(503));
     let negative = s.dns.query_count("missing.example.com");
     for _ in 0..3 {

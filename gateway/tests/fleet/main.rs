@@ -455,3 +455,26 @@ async fn replicas_speak_tls_to_etcd_with_a_client_certificate() {
     b.wait_version(a.version().await, CONVERGE).await;
     assert_eq!(b.request(&fleet.authority("other.example.com")).await, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_dies_leaves_the_fleet_when_its_lease_expires() {
+    let fleet = Fleet::start().await;
+    let a = fleet.replica(1).seed_from(fleet.seed(&[])).start().await;
+    let mut b = fleet.replica(2).start().await;
+    let members = || async {
+        let body = a.admin(Method::GET, "/fleet", &[], "").await.body;
+        let fleet: serde_json::Value = serde_json::from_str(&body).unwrap();
+        fleet["members"].as_array().unwrap().len()
+    };
+    let both =
+        egress_testkit::wait::wait_until_async(CONVERGE, || async { members().await == 2 }).await;
+    assert!(both, "both registered");
+    b.kill();
+    // SIGKILL: no drain, no revoke; the 5 s lease runs out.
+    let gone = egress_testkit::wait::wait_until_async(Duration::from_secs(15), || async {
+        members().await == 1
+    })
+    .await;
+    assert!(gone, "the dead replica left the fleet");
+    assert!(a.metrics().await.contains("egress_fleet_members 1"));
+}

@@ -340,7 +340,7 @@ async fn an_empty_prefix_without_seed_is_not_ready_until_a_policy_is_applied() {
     let (_, body) = a.readyz().await.unwrap();
     assert!(body.contains("no policy loaded"), "{body}");
 
-    let policy = replica::policy(fleet.port, &["api.example.com"]);
+    let policy = fleet.policy(&["api.example.com"]);
     let put = a
         .admin(
             Method::PUT,
@@ -362,7 +362,7 @@ async fn a_set_over_etcds_value_limit_is_stored_in_pieces_and_read_back_whole() 
     let b = fleet.replica(2).start().await;
     // ~3.5 MB of YAML that compresses poorly: more than etcd's 1.5 MiB per value, and
     // more than one 1 MiB piece once compressed.
-    let mut policy = replica::policy(fleet.port, &["api.example.com"]);
+    let mut policy = fleet.policy(&["api.example.com"]);
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     for i in 0..40_000 {
         x ^= x << 13;

@@ -17,14 +17,15 @@ pub const TOKEN: &str = "fleet-test-token";
 /// The key prefix the tests use.
 pub const PREFIX: &str = "/fleet-test/";
 
-/// A policy allowing `hosts` on one http listener on `port`.
-pub fn policy(port: u16, hosts: &[&str]) -> String {
+/// A policy allowing `hosts` on an http listener on `port` and a connect listener on
+/// `connect_port`.
+pub fn policy(port: u16, connect_port: u16, hosts: &[&str]) -> String {
     let rules: Vec<String> = hosts
         .iter()
         .map(|h| format!("  - {{name: {}, hosts: [{h}]}}\n", h.replace('.', "-")))
         .collect();
     format!(
-        "defaults: {{mode: deny, allow_private: true}}\nlisteners: [{{name: http, port: {port}, protocol: http}}]\nrules:\n{}",
+        "defaults: {{mode: deny, allow_private: true}}\nlisteners: [{{name: http, port: {port}, protocol: http}}, {{name: connect, port: {connect_port}, protocol: connect}}]\nrules:\n{}",
         if rules.is_empty() { "  []\n".to_owned() } else { rules.concat() }
     )
 }
@@ -44,6 +45,8 @@ pub struct Fleet {
     pub dir: tempfile::TempDir,
     /// The http listener's port, the same on every replica.
     pub port: u16,
+    /// The connect listener's port.
+    pub connect_port: u16,
     /// The certificates when etcd speaks TLS.
     pub tls: Option<Tls>,
     _certs: Option<tempfile::TempDir>,
@@ -99,6 +102,7 @@ impl Fleet {
             upstream: StubUpstream::start().await,
             dir,
             port: free_port(),
+            connect_port: free_port(),
             tls,
             _certs: None,
         }
@@ -108,8 +112,13 @@ impl Fleet {
     pub fn seed(&self, hosts: &[&str]) -> PathBuf {
         let seed = self.dir.path().join("seed");
         std::fs::create_dir_all(&seed).unwrap();
-        std::fs::write(seed.join("policy.yaml"), policy(self.port, hosts)).unwrap();
+        std::fs::write(seed.join("policy.yaml"), self.policy(hosts)).unwrap();
         seed
+    }
+
+    /// The test policy allowing `hosts` on this fleet's ports.
+    pub fn policy(&self, hosts: &[&str]) -> String {
+        policy(self.port, self.connect_port, hosts)
     }
 
     /// Options for replica `n` (on 127.0.0.`n+1`) talking to etcd at `endpoint`.
@@ -123,6 +132,7 @@ impl Fleet {
             fleet_dir: self.dir.path().to_owned(),
             dns: self.dns.addr(),
             port: self.port,
+            connect_port: self.connect_port,
             dir_name: None,
             auth: None,
             tls: self.tls.clone(),
@@ -144,6 +154,7 @@ pub struct ReplicaBuilder {
     fleet_dir: PathBuf,
     dns: SocketAddr,
     port: u16,
+    connect_port: u16,
     dir_name: Option<String>,
     auth: Option<(String, String)>,
     tls: Option<Tls>,
@@ -245,6 +256,7 @@ impl ReplicaBuilder {
             id: self.id,
             admin,
             http: SocketAddr::new(self.ip, self.port),
+            connect: SocketAddr::new(self.ip, self.connect_port),
             dir,
         }
     }
@@ -263,6 +275,7 @@ pub struct Replica {
     pub id: String,
     pub admin: SocketAddr,
     pub http: SocketAddr,
+    pub connect: SocketAddr,
     pub dir: PathBuf,
 }
 

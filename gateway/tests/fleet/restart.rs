@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use egress_testkit::KeepAliveClient;
 use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::replica::{Fleet, Replica};
 
@@ -182,11 +183,42 @@ async fn a_replica_drained_under_load_fails_nothing_exits_0_and_leaves_the_fleet
                 .map(|r| r.status.as_u16())
         })
     };
+    // A CONNECT tunnel open through b when it drains: it goes on carrying bytes.
+    let mut tunnel = egress_testkit::client::connect(b.connect).await.unwrap();
+    tunnel
+        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tunnel.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     let (status, out) = a.egressctl(&["fleet", "--wait", "5s"], fleet.dir.path());
     assert!(status.success() && out.contains("replica-2"), "{out}");
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     b.terminate();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tunnel
+        .write_all(
+            format!("GET / HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tunnel.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the tunnel carried a request during the drain: {answer}"
+    );
+    drop(tunnel);
     // Readiness turns 503 at once, and the member entry says draining.
     let draining = egress_testkit::wait::wait_until_async(Duration::from_secs(2), || async {
         b.readyz().await.is_some_and(|(s, _)| s == 503)

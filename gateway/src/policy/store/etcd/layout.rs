@@ -152,12 +152,14 @@ pub enum Stored {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
     /// The set is larger than the store holds.
-    #[error("the policy set is {compressed} bytes compressed ({bytes} bytes of YAML); the etcd store holds at most {limit} bytes compressed per set ({MAX_PIECES} pieces of {PIECE_BYTES} bytes, each below etcd's 1.5 MiB value limit)", limit = MAX_PIECES * PIECE_BYTES)]
+    #[error("the policy set is {compressed} bytes compressed ({bytes} bytes of YAML); the etcd store holds at most {limit} bytes compressed per set ({pieces} pieces of {PIECE_BYTES} bytes, each below etcd's 1.5 MiB value limit)", limit = pieces * PIECE_BYTES)]
     TooLarge {
         /// The text's size.
         bytes: u64,
         /// Its compressed size.
         compressed: usize,
+        /// The most pieces a set may take.
+        pieces: usize,
     },
     /// A manifest or set that does not decode.
     #[error("{0}")]
@@ -208,6 +210,11 @@ struct Entry<'a> {
 ///
 /// Fails when the compressed set needs more than [`MAX_PIECES`] pieces.
 pub fn pack(files: &[PolicyFile]) -> Result<Packed, LayoutError> {
+    pack_within(files, MAX_PIECES)
+}
+
+/// [`pack`] with at most `max_pieces` pieces.
+fn pack_within(files: &[PolicyFile], max_pieces: usize) -> Result<Packed, LayoutError> {
     let entries: Vec<Entry<'_>> = files
         .iter()
         .map(|f| Entry {
@@ -221,10 +228,11 @@ pub fn pack(files: &[PolicyFile]) -> Result<Packed, LayoutError> {
     // Writing to a Vec cannot fail.
     let _ = gz.write_all(&json);
     let compressed = gz.finish().unwrap_or_default();
-    if compressed.len() > MAX_PIECES * PIECE_BYTES {
+    if compressed.len() > max_pieces * PIECE_BYTES {
         return Err(LayoutError::TooLarge {
             bytes,
             compressed: compressed.len(),
+            pieces: max_pieces,
         });
     }
     let pieces = compressed

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
 # (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
-# taskset (a gateway pinned to one core), etcd and etcdctl (the fleet's policy store);
+# taskset (a gateway pinned to one core), ss (a listener's accept queue), etcd and etcdctl (the fleet's policy store);
 # promtool (the Prometheus rules and config of deploy/), kubectl (kustomize builds of
 # deploy/kubernetes) and the Python package kubernetes-validate (their schemas, offline).
 need_apt=()
@@ -16,6 +16,7 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)

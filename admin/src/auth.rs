@@ -227,7 +227,13 @@ pub async fn require_token(
         },
     };
     check.control.admin_auth_failed(reason);
-    tracing::warn!(%peer, %path, reason = refused, "admin request refused");
+    // Every refusal is counted (egress_admin_auth_failures_total); the log gets one a
+    // second, saying how many it left out.
+    static REFUSED: crate::throttle::Throttle =
+        crate::throttle::Throttle::new(std::time::Duration::from_secs(1));
+    if let Some(suppressed) = REFUSED.allow() {
+        tracing::warn!(%peer, %path, reason = refused, suppressed, "admin request refused");
+    }
     ApiError::unauthorized(refused).into_response()
 }
 

@@ -14,6 +14,7 @@ pub mod client;
 pub mod error;
 pub mod routes;
 pub mod suggest;
+pub mod throttle;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -235,11 +235,13 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         certificates: crate::listen::certificates::Certificates::default(),
     });
 
+    let backlog = crate::listen::backlog(config.limits.backlog);
     let listeners = Arc::new(Listeners::new(
         Arc::clone(&ctx),
         metrics.clone(),
         config.bind_address,
         config.listen_override,
+        backlog,
     ));
     let first = listeners.apply(store.current().listeners());
     if let Some(error) = first.failed.into_iter().next() {
@@ -247,7 +249,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         return Err(error.into());
     }
     let admin_listener =
-        crate::listen::reuseport_listener(config.admin.address).map_err(|source| {
+        crate::listen::reuseport_listener(config.admin.address, backlog).map_err(|source| {
             StartError::Admin {
                 addr: config.admin.address,
                 source,
@@ -257,7 +259,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
     // SO_REUSEPORT like the admin API: a second process on the node takes over.
     let stats_listener = match config.stats.enabled {
         true => Some(
-            crate::listen::reuseport_listener(config.stats.address).map_err(|source| {
+            crate::listen::reuseport_listener(config.stats.address, backlog).map_err(|source| {
                 StartError::Stats {
                     addr: config.stats.address,
                     source,

@@ -212,6 +212,9 @@ pub struct LimitsConfig {
     /// A keep-alive connection with no request for this long is closed.
     #[serde(with = "humantime_serde_compat")]
     pub idle_timeout: Duration,
+    /// The accept queue of every listening socket; default the system's
+    /// `net.core.somaxconn`.
+    pub backlog: Option<u32>,
 }
 
 /// `log:`.
@@ -295,6 +298,7 @@ impl Default for LimitsConfig {
             max_header_bytes: 64 * 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
+            backlog: None,
         }
     }
 }

@@ -104,6 +104,19 @@ fn listeners_follow_the_policy_without_a_restart() {
     wait_for("listener a answers", &log, || {
         get(a, "/").is_some_and(|r| r.starts_with("HTTP/1.1 403"))
     });
+    // The accept queue is the system's somaxconn, not the old 128.
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn").unwrap();
+    let ss = Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{a}")])
+        .output()
+        .expect("ss (iproute2)");
+    let listing = String::from_utf8_lossy(&ss.stdout).into_owned();
+    let send_q = listing
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(send_q, somaxconn.trim(), "{listing}");
 
     // b is new; c's port is taken by a socket that does not share it.
     let taken = TcpListener::bind(("127.0.0.1", c)).unwrap();
@@ -136,4 +149,57 @@ fn listeners_follow_the_policy_without_a_restart() {
     });
     let ready = get(admin, "/readyz").unwrap();
     assert!(!ready.contains("listener c"), "{ready}");
+}
+
+#[test]
+fn a_flood_of_bad_admin_tokens_is_logged_once_a_second_with_a_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("p.yaml"), "rules: []\n").unwrap();
+    let admin = free_port();
+    let log = dir.path().join("stderr.log");
+    let gateway = Gateway(
+        Command::new(BIN)
+            .arg("--policies")
+            .arg(&policies)
+            .arg("--admin-address")
+            .arg(format!("127.0.0.1:{admin}"))
+            .arg("--admin-token-file")
+            .arg(dir.path().join("admin.token"))
+            .arg("--audit-path")
+            .arg(dir.path().join("audit.log"))
+            .arg("--no-stats")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the admin API answers", &log, || {
+        get(admin, "/healthz").is_some()
+    });
+    let refused = |_: usize| {
+        let mut stream = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+        write!(
+            stream,
+            "GET /policy HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer wrong-token-0123456789\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    };
+    (0..50).for_each(refused);
+    std::thread::sleep(Duration::from_millis(1100));
+    refused(50);
+    std::thread::sleep(Duration::from_millis(200));
+    drop(gateway);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("admin request refused"))
+        .collect();
+    assert_eq!(lines.len(), 2, "one a second: {text}");
+    assert!(lines[1].contains("suppressed=49"), "{}", lines[1]);
 }

@@ -55,6 +55,7 @@ pub struct Listeners {
     metrics: Metrics,
     bind_address: Option<IpAddr>,
     listen_override: Option<IpAddr>,
+    backlog: u32,
     running: Mutex<BTreeMap<String, Running>>,
     /// Listener name → why it is not bound, for `/readyz` details.
     failed: Mutex<BTreeMap<String, String>>,
@@ -67,12 +68,14 @@ impl Listeners {
         metrics: Metrics,
         bind_address: Option<IpAddr>,
         listen_override: Option<IpAddr>,
+        backlog: u32,
     ) -> Self {
         Self {
             ctx,
             metrics,
             bind_address,
             listen_override,
+            backlog,
             running: Mutex::new(BTreeMap::new()),
             failed: Mutex::new(BTreeMap::new()),
         }
@@ -97,7 +100,7 @@ impl Listeners {
                 continue;
             }
             let addr = listen::bind_addr(spec, self.bind_address, self.listen_override);
-            match listen::bind(spec, addr) {
+            match listen::bind(spec, addr, self.backlog) {
                 Ok(socket) => {
                     let addr = socket.local_addr().unwrap_or(addr);
                     let stop = CancellationToken::new();

@@ -119,9 +119,21 @@ pub enum ListenError {
     },
 }
 
-/// The accept queue asked of the kernel (capped by `net.core.somaxconn`): a burst of new
-/// connections waits there rather than being refused.
+/// The accept queue asked of the kernel when `limits.backlog` is not set and
+/// `net.core.somaxconn` cannot be read: a burst of new connections waits there rather
+/// than being refused.
 const BACKLOG: u32 = 4096;
+
+/// The accept queue every listening socket asks for: `limits.backlog`, else the
+/// system's `net.core.somaxconn` (what the kernel would cap it to anyway).
+pub fn backlog(configured: Option<u32>) -> u32 {
+    configured.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(BACKLOG)
+    })
+}
 
 /// Where a declared listener binds: its own address, the bootstrap `bind_address` (same
 /// port), or (tests) an ephemeral port on `override_ip`.
@@ -142,7 +154,7 @@ pub fn bind_addr(
 /// and a changed listener can bind anew before its old socket closes.
 ///
 /// Fails when the protocol is not supported or the address cannot be bound.
-pub fn bind(spec: &Listener, addr: SocketAddr) -> Result<TcpListener, ListenError> {
+pub fn bind(spec: &Listener, addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> {
     if !matches!(
         spec.protocol,
         Protocol::Http | Protocol::Tls | Protocol::Tcp | Protocol::Connect
@@ -152,7 +164,7 @@ pub fn bind(spec: &Listener, addr: SocketAddr) -> Result<TcpListener, ListenErro
             protocol: spec.protocol,
         });
     }
-    reuseport_listener(addr).map_err(|source| ListenError::Bind {
+    reuseport_listener(addr, backlog).map_err(|source| ListenError::Bind {
         name: spec.name.clone(),
         addr,
         source,
@@ -163,7 +175,7 @@ pub fn bind(spec: &Listener, addr: SocketAddr) -> Result<TcpListener, ListenErro
 /// new connection of the port from the sockets bound before it ([`steer_to_newest`]).
 ///
 /// Fails when the address cannot be bound.
-pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub fn reuseport_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
@@ -171,7 +183,7 @@ pub fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.set_reuseport(true)?;
     socket.bind(addr)?;
-    let listener = socket.listen(BACKLOG)?;
+    let listener = socket.listen(backlog)?;
     if let Err(error) = steer_to_newest(&listener) {
         tracing::debug!(%addr, %error, "cannot steer new connections to the newest socket");
     }
@@ -272,6 +284,7 @@ async fn accept_loop(
             active.dec();
         });
     };
+    let accept_failures = egress_admin::throttle::Throttle::new(Duration::from_secs(1));
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => break,
@@ -281,8 +294,11 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => dispatch(stream, peer),
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                tracing::warn!(listener = %spec.name, error = %e, "accept failed");
+                // Out of file descriptors and the like: back off instead of spinning, and
+                // say so once a second with how many more failed.
+                if let Some(suppressed) = accept_failures.allow() {
+                    tracing::warn!(listener = %spec.name, error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -94,7 +94,7 @@ fn has_note(imported: &Imported, dropped: bool, text: &str) -> bool {
 }
 
 #[test]
-fn ref_01_hosts_and_single_addresses_pass_wider_cidrs_are_reported() {
+fn ref_01_hosts_addresses_and_cidrs_pass() {
     let (imported, _) = check(
         "ref-01-serviceentry-https-and-tcp-cidrs.yaml",
         &[
@@ -103,17 +103,14 @@ fn ref_01_hosts_and_single_addresses_pass_wider_cidrs_are_reported() {
             ("13.229.188.59", 22, None, true),
             ("192.30.252.153", 22, None, true),
             ("13.229.188.59", 443, None, false),
-            // Istio allows the whole /20; destination CIDRs are not in the policy yet.
-            ("140.82.112.5", 22, None, false),
+            // Istio allows the whole /20, and so does the imported rule.
+            ("140.82.112.5", 22, None, true),
+            ("140.82.128.1", 22, None, false),
             ("example.com", 443, None, false),
         ],
     );
-    assert!(has_note(
-        &imported,
-        true,
-        "140.82.112.0/20: destination CIDRs are not in the policy yet"
-    ));
-    assert!(has_note(&imported, true, "192.30.252.0/22"));
+    assert!(!has_note(&imported, true, "140.82.112.0/20"));
+    assert!(!has_note(&imported, true, "192.30.252.0/22"));
 }
 
 #[test]

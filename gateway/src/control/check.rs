@@ -188,6 +188,7 @@ fn pattern_matches(pattern: &HostPattern, host: &Host) -> bool {
             .is_some_and(|rest| rest.ends_with('.')),
         (HostPattern::AnyName, Host::Name(_)) => true,
         (HostPattern::Ip(ip), Host::Ip(h)) => ip == &h.to_canonical(),
+        (HostPattern::Net(net), Host::Ip(h)) => net.contains(&h.to_canonical()),
         _ => false,
     }
 }

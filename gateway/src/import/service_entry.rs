@@ -68,12 +68,16 @@ pub(super) fn translate(r: &Resource, model: &mut Model, report: &mut Report) {
     let mut destinations: Vec<String> = hosts.clone();
     for (i, address) in spec.strs("addresses").iter().enumerate() {
         let field = format!("spec.addresses[{i}]");
-        match single_address(address) {
-            Some(ip) => destinations.push(ip.to_string()),
+        match destination_address(address) {
+            Some((pattern, None)) => destinations.push(pattern),
+            Some((pattern, Some(note))) => {
+                report.info(&id, &field, &note);
+                destinations.push(pattern);
+            }
             None => report.dropped(
                 &id,
                 &field,
-                &format!("{address}: destination CIDRs are not in the policy yet (rules match IP-literal destinations one address at a time), so connections to it are denied"),
+                &format!("{address:?} is neither an IP address nor a CIDR"),
             ),
         }
     }
@@ -161,12 +165,20 @@ pub(super) fn translate(r: &Resource, model: &mut Model, report: &mut Report) {
 }
 
 /// `10.0.0.1`, `10.0.0.1/32` or `2001:db8::1/128`: one address.
-fn single_address(raw: &str) -> Option<IpAddr> {
+/// An `addresses` entry as a `hosts` pattern: an address, or a CIDR in its network form
+/// (matched for IP-literal destinations), with a note when host bits were dropped.
+fn destination_address(raw: &str) -> Option<(String, Option<String>)> {
     if let Ok(ip) = raw.parse::<IpAddr>() {
-        return Some(ip);
+        return Some((ip.to_string(), None));
     }
     let net = raw.parse::<ipnet::IpNet>().ok()?;
-    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+    if net.prefix_len() == net.max_prefix_len() {
+        return Some((net.addr().to_string(), None));
+    }
+    let network = net.trunc();
+    let note = (network != net)
+        .then(|| format!("{raw} has host bits set; the rule lists the network {network}"));
+    Some((network.to_string(), note))
 }
 
 /// Static endpoints (address, port name → number) for `resolution: STATIC`.

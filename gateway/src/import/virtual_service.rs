@@ -192,7 +192,7 @@ fn read_route(
             "destinationSubnets",
             report,
             id,
-            "destination CIDRs are not in the policy yet: the route applies to every address",
+            "a route chosen by destination subnet is not translated: the route applies to every address the rules allow",
         );
         for key in [
             "uri",

@@ -18,6 +18,10 @@ pub enum HostPattern {
     AnyName,
     /// An IP literal; matches only a destination that is that address.
     Ip(IpAddr),
+    /// A CIDR (`203.0.113.0/24`); matches a destination that is an address inside it
+    /// (an IP literal: a CONNECT to an address, a tcp forward to one). A name that
+    /// resolves into it is not matched: rules decide on what the client asked for.
+    Net(ipnet::IpNet),
 }
 
 impl fmt::Display for HostPattern {
@@ -27,6 +31,7 @@ impl fmt::Display for HostPattern {
             HostPattern::Below(suffix) => write!(f, "*.{suffix}"),
             HostPattern::AnyName => f.write_str("*"),
             HostPattern::Ip(ip) => write!(f, "{ip}"),
+            HostPattern::Net(net) => write!(f, "{net}"),
         }
     }
 }
@@ -49,6 +54,9 @@ pub enum PatternError {
     /// A name that a resolver would read as a number (`127.1`, `0x7f.1`).
     #[error("{0:?} is neither a host name nor an IP address in standard form")]
     Numeric(String),
+    /// A CIDR with bits set beyond its prefix.
+    #[error("{0:?} has host bits set; the network is {1}")]
+    HostBits(String, String),
 }
 
 /// Parses one `hosts` entry: case, a trailing dot and Unicode vs Punycode are
@@ -73,6 +81,24 @@ pub fn parse_pattern(raw: &str) -> Result<HostPattern, PatternError> {
     }
     if raw.contains('*') {
         return Err(PatternError::Wildcard(raw.to_owned()));
+    }
+    if raw.contains('/') {
+        let net: ipnet::IpNet = raw
+            .parse()
+            .map_err(|_| PatternError::Invalid(raw.to_owned()))?;
+        // The address part must be the network's own (203.0.113.0/24, not .7/24): a
+        // stray host bit usually means the author meant something else.
+        if net.addr() != net.network() {
+            return Err(PatternError::HostBits(
+                raw.to_owned(),
+                net.trunc().to_string(),
+            ));
+        }
+        return Ok(if net.prefix_len() == net.max_prefix_len() {
+            HostPattern::Ip(net.addr().to_canonical())
+        } else {
+            HostPattern::Net(net)
+        });
     }
     match check_name(raw, raw)? {
         Host::Name(name) => Ok(HostPattern::Name(name)),
@@ -139,6 +165,8 @@ pub struct HostMatcher {
     below: HashMap<Box<str>, Vec<u32>>,
     any_name: Vec<u32>,
     ips: HashMap<IpAddr, Vec<u32>>,
+    /// CIDRs, the longest prefix first (the most specific wins, as for names).
+    nets: Vec<(ipnet::IpNet, Vec<u32>)>,
 }
 
 impl HostMatcher {
@@ -150,6 +178,22 @@ impl HostMatcher {
             HostPattern::Below(suffix) => self.below.entry(suffix.as_str().into()).or_default(),
             HostPattern::AnyName => &mut self.any_name,
             HostPattern::Ip(ip) => self.ips.entry(ip.to_canonical()).or_default(),
+            HostPattern::Net(net) => {
+                let at = match self.nets.iter().position(|(n, _)| n == net) {
+                    Some(at) => at,
+                    None => {
+                        // Kept ordered by prefix length, longest first.
+                        let at = self
+                            .nets
+                            .iter()
+                            .position(|(n, _)| n.prefix_len() < net.prefix_len())
+                            .unwrap_or(self.nets.len());
+                        self.nets.insert(at, (*net, Vec::new()));
+                        at
+                    }
+                };
+                &mut self.nets[at].1
+            }
         };
         if list.last() != Some(&rule) {
             list.push(rule);
@@ -157,8 +201,9 @@ impl HostMatcher {
     }
 
     /// The candidate rules for `host`, most specific group first: the exact name, then
-    /// wildcards from the longest suffix to the shortest, then `*`. An IP literal has
-    /// one group: the rules that list that address. Empty groups are skipped.
+    /// wildcards from the longest suffix to the shortest, then `*`. An IP literal's
+    /// groups are the rules that list that address, then those whose CIDRs hold it,
+    /// the longest prefix first. Empty groups are skipped.
     pub fn lookup<'a>(&'a self, host: &'a Host) -> Candidates<'a> {
         let stage = match host {
             Host::Name(name) => Stage::Name(name),
@@ -181,6 +226,8 @@ pub struct Candidates<'a> {
 #[derive(Debug)]
 enum Stage<'a> {
     Ip(IpAddr),
+    /// CIDRs from this index on that may hold the address.
+    Nets(IpAddr, usize),
     Name(&'a str),
     /// Wildcards: the suffixes of this (a name, or the rest after a probed suffix).
     Below(&'a str),
@@ -196,7 +243,24 @@ impl<'a> Iterator for Candidates<'a> {
         loop {
             let group = match std::mem::replace(&mut self.stage, Stage::Done) {
                 Stage::Done => return None,
-                Stage::Ip(ip) => m.ips.get(&ip).map(Vec::as_slice),
+                Stage::Ip(ip) => {
+                    if !m.nets.is_empty() {
+                        self.stage = Stage::Nets(ip, 0);
+                    }
+                    m.ips.get(&ip).map(Vec::as_slice)
+                }
+                Stage::Nets(ip, from) => {
+                    let found = m.nets[from.min(m.nets.len())..]
+                        .iter()
+                        .position(|(net, _)| net.contains(&ip));
+                    match found {
+                        Some(i) => {
+                            self.stage = Stage::Nets(ip, from + i + 1);
+                            Some(m.nets[from + i].1.as_slice())
+                        }
+                        None => None,
+                    }
+                }
                 Stage::Name(name) => {
                     self.stage = Stage::Below(name);
                     m.names.get(name).map(Vec::as_slice)

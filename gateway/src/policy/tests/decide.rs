@@ -220,3 +220,44 @@ fn the_mode_decides_when_no_rule_matches_and_audit_never_refuses() {
         Duration::from_secs(5)
     );
 }
+
+#[test]
+fn cidrs_match_ip_literal_destinations_the_longest_prefix_first() {
+    let p = policy(&format!(
+        "{LISTENERS}rules:
+  - {{name: mongo-net, hosts: [203.0.113.0/24], ports: [27017]}}
+  - {{name: quarantine, hosts: [203.0.113.16/28], action: deny}}
+  - {{name: one-host, hosts: [203.0.113.20]}}
+  - {{name: v6, hosts: [\"2001:db8::/32\"]}}
+  - {{name: named, hosts: [db.example.com]}}
+"
+    ));
+    use Verdict::{Allow, Deny};
+    check(&p, "203.0.113.7", 27017, Allow, Some("mongo-net"));
+    check(&p, "203.0.113.7", 80, Deny, None);
+    check(&p, "203.0.113.17", 27017, Deny, Some("quarantine"));
+    check(&p, "203.0.113.20", 27017, Allow, Some("one-host"));
+    check(&p, "203.0.114.1", 27017, Deny, None);
+    check(&p, "[2001:db8::7]", 443, Allow, Some("v6"));
+    // A CIDR never matches a name, whatever it resolves to.
+    check(&p, "db.example.com", 27017, Allow, Some("named"));
+    check(&p, "other.example.com", 27017, Deny, None);
+}
+
+#[test]
+fn a_cidr_with_host_bits_is_refused_and_a_full_prefix_is_an_address() {
+    let errors = errors(&[(
+        "p.yaml",
+        &format!("{LISTENERS}rules:\n  - {{name: a, hosts: [203.0.113.7/24]}}\n"),
+    )]);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("host bits set; the network is 203.0.113.0/24")),
+        "{errors:?}"
+    );
+    let p = policy(&format!(
+        "{LISTENERS}rules:\n  - {{name: a, hosts: [203.0.113.7/32]}}\n"
+    ));
+    check(&p, "203.0.113.7", 80, Verdict::Allow, Some("a"));
+}

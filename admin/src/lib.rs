@@ -89,7 +89,8 @@ pub trait Control: Send + Sync + 'static {
         ))
     }
     /// Rules for what this gateway's audit log shows denied (or would be, in audit mode)
-    /// that the policy in force still refuses, appended to that policy. Reads the log:
+    /// that the policy in force still refuses, appended to that policy; only lines from
+    /// `since` (RFC 3339, UTC) on when given. Reads the log:
     /// the router calls it on a blocking thread.
     ///
     /// Fails when the audit log is not a file this gateway can read.
@@ -97,8 +98,9 @@ pub trait Control: Send + Sync + 'static {
         &self,
         min_count: u64,
         group_wildcards: bool,
+        since: Option<String>,
     ) -> Result<suggest::Suggestion, ControlError> {
-        let _ = (min_count, group_wildcards);
+        let _ = (min_count, group_wildcards, since);
         Err(ControlError::BadRequest(
             "this gateway does not suggest rules".to_owned(),
         ))

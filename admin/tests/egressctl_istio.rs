@@ -310,6 +310,44 @@ rules:
     let noisy: serde_json::Value = serde_json::from_str(&noisy.stdout).unwrap();
     assert_eq!(noisy["suggested"].as_array().unwrap().len(), 1, "{noisy}");
 
+    // --since: the log's lines are all from the last minutes; a time after them leaves
+    // nothing to suggest, through the file and through the gateway alike.
+    let later = "2999-01-01T00:00:00Z";
+    for args in [
+        vec![
+            "policy",
+            "suggest",
+            "--from",
+            log.as_str(),
+            "--since",
+            later,
+            "-o",
+            "json",
+        ],
+        vec!["policy", "suggest", "--since", later, "-o", "json"],
+    ] {
+        let none = ctl.expect(&args, 0).await;
+        let none: serde_json::Value = serde_json::from_str(&none.stdout).unwrap();
+        assert_eq!(
+            none["suggested"].as_array().unwrap().len(),
+            0,
+            "{args:?}: {none}"
+        );
+    }
+    let recent = ctl
+        .expect(
+            &[
+                "policy", "suggest", "--from", &log, "--since", "1h", "-o", "json",
+            ],
+            0,
+        )
+        .await;
+    let recent: serde_json::Value = serde_json::from_str(&recent.stdout).unwrap();
+    assert!(
+        !recent["suggested"].as_array().unwrap().is_empty(),
+        "{recent}"
+    );
+
     let run = ctl
         .expect(&["policy", "suggest", "--from", &log, "-o", "yaml"], 0)
         .await;

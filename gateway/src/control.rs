@@ -199,8 +199,15 @@ impl egress_admin::Control for GatewayControl {
         &self,
         min_count: u64,
         group_wildcards: bool,
+        since: Option<String>,
     ) -> Result<egress_admin::suggest::Suggestion, ControlError> {
-        suggest::suggest(self, self.audit_path.as_deref(), min_count, group_wildcards)
+        suggest::suggest(
+            self,
+            self.audit_path.as_deref(),
+            min_count,
+            group_wildcards,
+            since,
+        )
     }
 
     fn import_istio(&self, text: &str) -> Result<ImportAnswer, ControlError> {

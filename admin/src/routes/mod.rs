@@ -8,6 +8,8 @@ mod ops;
 mod policy;
 pub mod stats;
 mod suggest;
+
+pub use suggest::since_cutoff;
 #[cfg(test)]
 mod tests;
 

@@ -114,7 +114,9 @@ fn suggest_op() -> Value {
             {"name": "min_count", "in": "query", "required": false, "schema": {"type": "integer"},
              "description": "leave out hosts seen fewer times"},
             {"name": "group_wildcards", "in": "query", "required": false, "schema": {"type": "boolean"},
-             "description": "fold two or more hosts under one parent into *.parent"}],
+             "description": "fold two or more hosts under one parent into *.parent"},
+            {"name": "since", "in": "query", "required": false, "schema": {"type": "string"},
+             "description": "only lines from then on: a duration back from now (1h, 30m) or an RFC 3339 time"}],
         "responses": {"200": {"description": "the suggestion: lines read, suggested rules with counts, sources, first and last seen, and the merged policy", "content": {"application/json": {}}},
                       "400": error_responses(&["400"])["400"].clone(),
                       "401": error_responses(&["401"])["401"].clone()}

@@ -34,6 +34,7 @@ impl Control for Stand {
         &self,
         min_count: u64,
         _group: bool,
+        _since: Option<String>,
     ) -> Result<crate::suggest::Suggestion, ControlError> {
         let tally = crate::suggest::Tally::default();
         let observed = tally.observed(min_count, false);

@@ -82,9 +82,22 @@ pub struct Tally {
     pub allowed: u64,
     /// Hosts the address guard refused, with counts: policy allowed them already.
     pub refused: BTreeMap<String, u64>,
+    /// Lines before this START_TIME (RFC 3339, UTC) are left out.
+    since: Option<String>,
+    /// Lines left out for being older than `since`.
+    pub older: u64,
 }
 
 impl Tally {
+    /// A tally of the lines from `since` on (RFC 3339 in UTC, as the audit log prints
+    /// START_TIME, so that times compare as text).
+    pub fn since(since: Option<String>) -> Self {
+        Self {
+            since,
+            ..Self::default()
+        }
+    }
+
     /// Reads one line.
     pub fn add_line(&mut self, line: &str) {
         let line = line.trim_end();
@@ -100,6 +113,14 @@ impl Tally {
 
     /// Counts one line read back.
     pub fn add(&mut self, seen: Seen) {
+        if self
+            .since
+            .as_deref()
+            .is_some_and(|since| seen.time.as_str() < since)
+        {
+            self.older += 1;
+            return;
+        }
         match seen.outcome {
             Outcome::Allowed => {
                 self.allowed += 1;

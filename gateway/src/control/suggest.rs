@@ -16,6 +16,7 @@ pub(super) fn suggest(
     path: Option<&Path>,
     min_count: u64,
     group_wildcards: bool,
+    since: Option<String>,
 ) -> Result<Suggestion, ControlError> {
     let Some(path) = path else {
         return Err(ControlError::BadRequest(
@@ -26,7 +27,7 @@ pub(super) fn suggest(
     let text = std::fs::read(path).map_err(|e| {
         ControlError::Internal(format!("cannot read the audit log {}: {e}", path.display()))
     })?;
-    let mut tally = Tally::default();
+    let mut tally = Tally::since(since);
     for line in String::from_utf8_lossy(&text).lines() {
         tally.add_line(line);
     }

@@ -55,7 +55,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             from,
             min_count,
             group_wildcards,
-        }) => ctl.suggest(&from, min_count, group_wildcards).await,
+            since,
+        }) => {
+            ctl.suggest(&from, min_count, group_wildcards, since.as_deref())
+                .await
+        }
         Command::Policy(PolicyCommand::Rollback { version, if_match }) => {
             let path = format!("/policy/rollback/{version}");
             ctl.write(Method::POST, &path, None, if_match, false).await

@@ -141,6 +141,9 @@ enum PolicyCommand {
         /// Fold two or more hosts under one parent into `*.parent`.
         #[arg(long)]
         group_wildcards: bool,
+        /// Only lines from then on: a duration back from now (1h, 30m) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Apply an earlier version's set again, as a new version.
     Rollback {

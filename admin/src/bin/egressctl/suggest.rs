@@ -21,13 +21,26 @@ impl Ctl {
         from: &[PathBuf],
         min_count: u64,
         group_wildcards: bool,
+        since: Option<&str>,
     ) -> Result<(), Failure> {
+        let cutoff = match since {
+            Some(raw) => Some(egress_admin::routes::since_cutoff(raw).ok_or_else(|| {
+                Failure::new(format!(
+                    "--since {raw:?} is neither a duration (1h, 30m) nor an RFC 3339 time"
+                ))
+            })?),
+            None => None,
+        };
         let suggestion = if from.is_empty() {
-            let path =
+            let mut path =
                 format!("/policy/suggest?min_count={min_count}&group_wildcards={group_wildcards}");
+            if let Some(cutoff) = &cutoff {
+                path.push_str(&format!("&since={}", super::input::encode(cutoff)));
+            }
             parse::<Suggestion>(&self.get(&path, "application/json").await?)?
         } else {
-            self.suggest_from(from, min_count, group_wildcards).await?
+            self.suggest_from(from, min_count, group_wildcards, cutoff)
+                .await?
         };
         match self.output {
             Output::Json => println!(
@@ -48,8 +61,9 @@ impl Ctl {
         from: &[PathBuf],
         min_count: u64,
         group_wildcards: bool,
+        since: Option<String>,
     ) -> Result<Suggestion, Failure> {
-        let mut tally = Tally::default();
+        let mut tally = Tally::since(since);
         for path in from {
             for line in read_log(path)?.lines() {
                 tally.add_line(line);

@@ -196,6 +196,13 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
                 crate::config::Fsync::Interval => Some(crate::audit::SYNC_INTERVAL),
                 crate::config::Fsync::Never => None,
             },
+            config
+                .audit
+                .max_bytes
+                .map(|max_bytes| crate::audit::Rotation {
+                    max_bytes,
+                    keep: config.audit.keep,
+                }),
         )
         .map_err(|source| StartError::AuditLog {
             path: config.audit.path.clone(),

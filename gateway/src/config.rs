@@ -163,6 +163,10 @@ pub struct AuditConfig {
     /// `interval` (default): lines are synced to disk every second, so a power loss
     /// loses at most about a second of them; `never`: the kernel writes them back.
     pub fsync: Fsync,
+    /// Rotate the file once it reaches this many bytes (besides SIGHUP for logrotate).
+    pub max_bytes: Option<u64>,
+    /// Rotated files kept with `max_bytes` (`audit.log.1` newest).
+    pub keep: usize,
 }
 
 /// `audit.fsync`.
@@ -288,6 +292,8 @@ impl Default for AuditConfig {
             buffer_lines: 65_536,
             flush_interval: Duration::from_secs(60),
             fsync: Fsync::Interval,
+            max_bytes: None,
+            keep: 5,
         }
     }
 }
@@ -416,6 +422,11 @@ impl Config {
         if self.workers == Some(0) {
             return Err(ConfigError::Invalid(
                 "workers: must be at least 1".to_owned(),
+            ));
+        }
+        if self.audit.max_bytes.is_some_and(|b| b < 4096) {
+            return Err(ConfigError::Invalid(
+                "audit.max_bytes: rotate at 4096 bytes or more".to_owned(),
             ));
         }
         if self.audit.path.is_empty() {

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 pub use format::{AuditFormat, FormatError};
 pub use headers::RecordedHeaders;
 pub use recorder::{Recorder, Recording};
-pub use sink::{AuditSink, AuditTarget, SYNC_INTERVAL};
+pub use sink::{AuditSink, AuditTarget, Rotation, SYNC_INTERVAL};
 
 /// Envoy's response flags, as a small set.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

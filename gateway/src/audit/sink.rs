@@ -31,6 +31,15 @@ pub enum AuditTarget {
     File(PathBuf),
 }
 
+/// Rotation by size (`audit.max_bytes`, `audit.keep`), beside SIGHUP for logrotate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotation {
+    /// A file at least this large is rotated (between batches: lines stay whole).
+    pub max_bytes: u64,
+    /// Rotated files kept (`audit.log.1` ... `audit.log.N`); 0 keeps none.
+    pub keep: usize,
+}
+
 /// The writer's handle: queue lines, reopen, flush.
 pub struct AuditSink {
     tx: mpsc::Sender<Message>,
@@ -103,17 +112,18 @@ impl AuditSink {
     /// Fails when a file cannot be opened for appending (the error names its path) or
     /// the thread cannot be started.
     pub fn open(targets: Vec<AuditTarget>, capacity: usize) -> io::Result<AuditSink> {
-        Self::open_with(targets, capacity, Some(SYNC_INTERVAL))
+        Self::open_with(targets, capacity, Some(SYNC_INTERVAL), None)
     }
 
     /// [`AuditSink::open`], syncing files to disk every `sync_every` (`None`: never; the
-    /// kernel writes them back when it will).
+    /// kernel writes them back when it will) and rotating them by size when asked.
     ///
     /// Fails as [`AuditSink::open`].
     pub fn open_with(
         targets: Vec<AuditTarget>,
         capacity: usize,
         sync_every: Option<Duration>,
+        rotation: Option<Rotation>,
     ) -> io::Result<AuditSink> {
         let outputs = targets
             .into_iter()
@@ -135,7 +145,7 @@ impl AuditSink {
         });
         let (tx, rx) = mpsc::channel();
         let (tail, _) = broadcast::channel(TAIL_CAPACITY);
-        let writer = Writer::new(rx, outputs, Arc::clone(&shared), sync_every);
+        let writer = Writer::new(rx, outputs, Arc::clone(&shared), sync_every, rotation);
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
             .spawn(move || writer.run())?;

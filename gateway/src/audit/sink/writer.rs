@@ -14,7 +14,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{AuditTarget, Batch, Message, Shared, BUFFER_BYTES, BUSY_INTERVAL, REPORT_INTERVAL};
+use super::{
+    AuditTarget, Batch, Message, Rotation, Shared, BUFFER_BYTES, BUSY_INTERVAL, REPORT_INTERVAL,
+};
 
 /// One open target.
 pub(super) struct Output {
@@ -146,6 +148,8 @@ pub(super) struct Writer {
     /// Sync files to disk at most this often (`None`: leave it to the kernel).
     sync_every: Option<std::time::Duration>,
     last_sync: Instant,
+    /// Rotate files past a size (`None`: only on SIGHUP, by logrotate).
+    rotation: Option<Rotation>,
 }
 
 /// Rate-limited reporting of drops and write errors.
@@ -163,6 +167,7 @@ impl Writer {
         outputs: Vec<Output>,
         shared: Arc<Shared>,
         sync_every: Option<std::time::Duration>,
+        rotation: Option<Rotation>,
     ) -> Self {
         Writer {
             rx,
@@ -171,6 +176,56 @@ impl Writer {
             reporter: Reporter::default(),
             sync_every,
             last_sync: Instant::now(),
+            rotation,
+        }
+    }
+
+    /// Rotates files that have grown past the size limit: `log` becomes `log.1`, `log.1`
+    /// becomes `log.2`, ..., the oldest beyond `keep` is overwritten. Between batches,
+    /// so every file ends with a whole line.
+    fn rotate_if_due(&mut self) {
+        let Some(rotation) = self.rotation else {
+            return;
+        };
+        let mut rotated = false;
+        for output in &mut self.outputs {
+            let Sink::File { path, file } = &mut output.sink else {
+                continue;
+            };
+            let big = file.metadata().is_ok_and(|m| m.len() >= rotation.max_bytes);
+            if !big || !output.torn.is_empty() {
+                continue;
+            }
+            let numbered = |n: usize| {
+                let mut name = path.clone().into_os_string();
+                name.push(format!(".{n}"));
+                PathBuf::from(name)
+            };
+            let _ = file.sync_data();
+            for n in (1..rotation.keep).rev() {
+                let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            }
+            let moved = if rotation.keep == 0 {
+                std::fs::remove_file(&*path)
+            } else {
+                std::fs::rename(&*path, numbered(1))
+            };
+            match moved.and_then(|()| open_append(path)) {
+                Ok(new) => {
+                    *file = new;
+                    rotated = true;
+                }
+                Err(error) => {
+                    tracing::error!(%error, "audit log rotation failed; still writing to the old file");
+                }
+            }
+        }
+        if rotated {
+            tracing::info!(
+                max_bytes = rotation.max_bytes,
+                keep = rotation.keep,
+                "audit log rotated"
+            );
         }
     }
 
@@ -211,6 +266,7 @@ impl Writer {
                 self.shared.idle.store(true, Ordering::Release);
             }
             self.sync_if_due(closing);
+            self.rotate_if_due();
             self.reporter.report(&self.shared);
             self.shared.lock_progress().done = processed;
             self.shared.progressed.notify_all();

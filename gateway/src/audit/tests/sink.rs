@@ -297,3 +297,51 @@ fn a_full_disk_loses_lines_counted_never_torn_and_writes_resume_whole() {
     }
     assert_eq!(got.last(), Some(&"after 099"));
 }
+
+#[test]
+fn files_rotate_by_size_keeping_whole_lines_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let rotation = crate::audit::Rotation {
+        max_bytes: 10_000,
+        keep: 2,
+    };
+    let sink = AuditSink::open_with(
+        vec![AuditTarget::File(path.clone())],
+        100_000,
+        None,
+        Some(rotation),
+    )
+    .unwrap();
+    let mut n = 0;
+    for _ in 0..30 {
+        for _ in 0..100 {
+            sink.send(format!("line {n:06} {}\n", "y".repeat(30)));
+            n += 1;
+        }
+        assert!(sink.flush(WAIT));
+    }
+    let numbered = |k: usize| dir.path().join(format!("audit.log.{k}"));
+    assert!(numbered(1).exists() && numbered(2).exists());
+    assert!(!numbered(3).exists(), "only two rotated files are kept");
+    // Oldest first: .2, .1, then the live file; each ends with a whole line and carries
+    // on where the one before it stopped.
+    let mut next: Option<u64> = None;
+    for file in [numbered(2), numbered(1), path.clone()] {
+        let text = fs::read_to_string(&file).unwrap();
+        assert!(
+            text.is_empty() || text.ends_with('\n'),
+            "{}",
+            file.display()
+        );
+        for line in text.lines() {
+            let k: u64 = line[5..11].parse().unwrap();
+            if let Some(want) = next {
+                assert_eq!(k, want, "{}: lines follow on", file.display());
+            }
+            next = Some(k + 1);
+        }
+    }
+    assert_eq!(next, Some(n), "the newest line is in the live file");
+    assert!(fs::metadata(numbered(1)).unwrap().len() >= 10_000);
+}

@@ -227,6 +227,8 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
         egress: Egress {
             store: Arc::clone(&store.store),
             resolver,
+            audit_gate: (config.audit.on_error == crate::config::OnError::FailClosed)
+                .then(|| Arc::clone(&sink)),
             pool: Pool::new(metrics.upstream.clone()),
             metrics: metrics.clone(),
         },

@@ -163,10 +163,24 @@ pub struct AuditConfig {
     /// `interval` (default): lines are synced to disk every second, so a power loss
     /// loses at most about a second of them; `never`: the kernel writes them back.
     pub fsync: Fsync,
+    /// `fail_open` (default): when lines cannot be written, traffic goes on and every
+    /// lost line is counted; `fail_closed`: nothing is let out until they can.
+    pub on_error: OnError,
     /// Rotate the file once it reaches this many bytes (besides SIGHUP for logrotate).
     pub max_bytes: Option<u64>,
     /// Rotated files kept with `max_bytes` (`audit.log.1` newest).
     pub keep: usize,
+}
+
+/// `audit.on_error`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Serve, and count what could not be written.
+    #[default]
+    FailOpen,
+    /// Refuse to let anything out (503 `OM`) while lines cannot be written.
+    FailClosed,
 }
 
 /// `audit.fsync`.
@@ -292,6 +306,7 @@ impl Default for AuditConfig {
             buffer_lines: 65_536,
             flush_interval: Duration::from_secs(60),
             fsync: Fsync::Interval,
+            on_error: OnError::FailOpen,
             max_bytes: None,
             keep: 5,
         }

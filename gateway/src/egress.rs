@@ -62,6 +62,9 @@ pub struct Egress {
     pub pool: Arc<Pool>,
     /// Collectors.
     pub metrics: Metrics,
+    /// With `audit.on_error: fail_closed`, the audit writer: while it cannot write,
+    /// nothing is let out (503 `OM` `audit_log_unavailable`).
+    pub audit_gate: Option<Arc<crate::audit::AuditSink>>,
 }
 
 /// A decision with the policy snapshot it was made on.
@@ -158,6 +161,15 @@ impl Egress {
         destination: &Destination,
         count: bool,
     ) -> Result<Vec<SocketAddr>, EgressError> {
+        // Every path out passes here before it connects: with fail_closed, no traffic
+        // leaves while its audit line could not be written.
+        if self
+            .audit_gate
+            .as_ref()
+            .is_some_and(|sink| sink.failing_since().is_some())
+        {
+            return Err(EgressError::AuditUnavailable);
+        }
         let candidates = if route.endpoints.is_empty() {
             let ips = self
                 .resolve(&destination.host, route.connect_timeout, count)
@@ -252,6 +264,7 @@ mod tests {
             resolver: Resolver::new(&["127.0.0.1:9".parse().unwrap()]).unwrap(),
             pool: Pool::new(metrics.upstream.clone()),
             metrics,
+            audit_gate: None,
         }
     }
 

@@ -55,6 +55,9 @@ pub enum EgressError {
         /// The lookup ran out of the rule's connect timeout.
         timed_out: bool,
     },
+    /// The audit log cannot be written and `audit.on_error` is `fail_closed`.
+    #[error("the audit log cannot be written; nothing is let out until it can (audit.on_error: fail_closed)")]
+    AuditUnavailable,
     /// No upstream connection could be made.
     #[error("connect to {addr} failed: {reason}")]
     Connect {
@@ -196,7 +199,8 @@ impl EgressError {
             | EgressError::ConnectTimeout { .. }
             | EgressError::UpstreamTls { .. }
             | EgressError::UpstreamReset { .. }
-            | EgressError::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | EgressError::Overflow(_)
+            | EgressError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -213,6 +217,7 @@ impl EgressError {
             EgressError::UpstreamReset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             EgressError::UpstreamProtocol { .. } => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             EgressError::Overflow(_) => ResponseFlags::UPSTREAM_OVERFLOW,
+            EgressError::AuditUnavailable => ResponseFlags::OVERLOAD_MANAGER,
         }
     }
 
@@ -244,6 +249,7 @@ impl EgressError {
                 Cow::Borrowed("upstream_reset_before_response_started{protocol_error}")
             }
             EgressError::Overflow(_) => Cow::Borrowed("overflow"),
+            EgressError::AuditUnavailable => Cow::Borrowed("audit_log_unavailable"),
         }
     }
 

@@ -67,6 +67,9 @@ flags! {
     UPSTREAM_PROTOCOL_ERROR = 12, "UPE";
     /// DNS resolution failed.
     DNS_RESOLUTION_FAILED = 13, "DF";
+    /// Refused to protect the gateway (Envoy's overload manager); here: the audit log
+    /// cannot be written and `audit.on_error` is `fail_closed`.
+    OVERLOAD_MANAGER = 14, "OM";
 }
 
 impl ResponseFlags {

@@ -121,3 +121,65 @@ async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
     // Closed before the disk is unmounted.
     gateway.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_fail_closed_nothing_is_let_out_while_lines_cannot_be_written() {
+    let disk = SmallDisk::mount(128 * 1024);
+    let upstream = StubUpstream::start().await;
+    let dns = TestDns::start().await;
+    dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
+    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
+        .dns(vec![dns.addr()])
+        .audit_path(disk.0.path().join("audit.log"))
+        .configure(|c| c.audit.on_error = egress_gateway::config::OnError::FailClosed)
+        .start()
+        .await;
+    let authority = format!("api.example.com:{}", upstream.port());
+    let mut client = KeepAliveClient::connect(gateway.addr("http"))
+        .await
+        .unwrap();
+    let mut get = async || {
+        let r = client
+            .request(Method::GET, "/", &[("host", authority.as_str())], "")
+            .await
+            .unwrap();
+        (r.status.as_u16(), r.text())
+    };
+    assert_eq!(get().await.0, 200);
+    let filler = fill(disk.0.path());
+    // The first line that cannot be written closes the gate.
+    let mut refused = None;
+    for _ in 0..200 {
+        let (status, body) = get().await;
+        if status == 503 {
+            refused = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let body = refused.expect("refused once lines could not be written");
+    assert!(body.contains("audit log cannot be written"), "{body}");
+    let before = upstream.request_count();
+    for _ in 0..20 {
+        assert_eq!(
+            get().await.0,
+            503,
+            "nothing goes out while the disk is full"
+        );
+    }
+    assert_eq!(upstream.request_count(), before);
+
+    std::fs::remove_file(filler).unwrap();
+    let mut open_again = false;
+    for _ in 0..200 {
+        if get().await.0 == 200 {
+            open_again = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(open_again, "traffic flows again once lines can be written");
+    let text = std::fs::read_to_string(disk.0.path().join("audit.log")).unwrap();
+    assert!(text.contains(" 503 OM audit_log_unavailable "), "{text}");
+    gateway.shutdown().await;
+}

@@ -13,6 +13,7 @@
 //! - [`wait`]: waiting for a condition with a deadline instead of sleeping.
 //! - [`etcd`]: [`TestEtcd`](etcd::TestEtcd), a real etcd on loopback ports, stoppable and
 //!   restartable; [`relay`]: [`Relay`](relay::Relay), a TCP relay a test can black-hole.
+//! - [`disk`]: [`SmallDisk`](disk::SmallDisk), a tiny tmpfs to fill up.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -34,6 +35,7 @@
 //! ```
 
 pub mod client;
+pub mod disk;
 pub mod dns;
 pub mod etcd;
 pub mod relay;

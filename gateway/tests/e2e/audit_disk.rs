@@ -2,48 +2,12 @@
 //! line that could not be written is counted, `/readyz` says so, and lines come back
 //! whole once there is space again.
 
-use std::path::Path;
-
 use egress_gateway::testing::TestGateway;
+use egress_testkit::disk::{fill, SmallDisk};
 use egress_testkit::{KeepAliveClient, StubUpstream, TestDns};
 use http::Method;
 
 use crate::common::allow_policy;
-
-struct SmallDisk(tempfile::TempDir);
-
-impl SmallDisk {
-    fn mount(bytes: usize) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
-        );
-        SmallDisk(dir)
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
-fn fill(dir: &Path) -> std::path::PathBuf {
-    use std::io::Write;
-    let filler = dir.join("filler");
-    let mut file = std::fs::File::create(&filler).unwrap();
-    while file.write_all(&[b'f'; 4096]).is_ok() {}
-    while file.write_all(b"f").is_ok() {}
-    filler
-}
 
 fn counter(metrics: &str, series: &str) -> u64 {
     metrics
@@ -60,11 +24,11 @@ async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
     dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
     let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
         .dns(vec![dns.addr()])
-        .audit_path(disk.0.path().join("audit.log"))
+        .audit_path(disk.path().join("audit.log"))
         .start()
         .await;
     let authority = format!("api.example.com:{}", upstream.port());
-    let filler = fill(disk.0.path());
+    let filler = fill(disk.path());
     let mut client = KeepAliveClient::connect(gateway.addr("http"))
         .await
         .unwrap();
@@ -112,7 +76,7 @@ async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
     }
     assert!(sink.flush(std::time::Duration::from_secs(10)));
     assert_eq!(sink.written() + sink.lost(), requests + 10);
-    let text = std::fs::read_to_string(disk.0.path().join("audit.log")).unwrap();
+    let text = std::fs::read_to_string(disk.path().join("audit.log")).unwrap();
     assert_eq!(text.lines().count() as u64, sink.written());
     assert!(
         text.lines().all(|l| l.contains("api.example.com")),
@@ -130,7 +94,7 @@ async fn with_fail_closed_nothing_is_let_out_while_lines_cannot_be_written() {
     dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
     let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
         .dns(vec![dns.addr()])
-        .audit_path(disk.0.path().join("audit.log"))
+        .audit_path(disk.path().join("audit.log"))
         .configure(|c| c.audit.on_error = egress_gateway::config::OnError::FailClosed)
         .start()
         .await;
@@ -146,7 +110,7 @@ async fn with_fail_closed_nothing_is_let_out_while_lines_cannot_be_written() {
         (r.status.as_u16(), r.text())
     };
     assert_eq!(get().await.0, 200);
-    let filler = fill(disk.0.path());
+    let filler = fill(disk.path());
     // The first line that cannot be written closes the gate.
     let mut refused = None;
     for _ in 0..200 {
@@ -179,7 +143,7 @@ async fn with_fail_closed_nothing_is_let_out_while_lines_cannot_be_written() {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     assert!(open_again, "traffic flows again once lines can be written");
-    let text = std::fs::read_to_string(disk.0.path().join("audit.log")).unwrap();
+    let text = std::fs::read_to_string(disk.path().join("audit.log")).unwrap();
     assert!(text.contains(" 503 OM audit_log_unavailable "), "{text}");
     gateway.shutdown().await;
 }

@@ -5,6 +5,8 @@ use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
+use egress_testkit::disk::{fill, SmallDisk};
+
 use crate::audit::{AuditSink, AuditTarget};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -191,52 +193,6 @@ fn full_queue_drops_and_counts() {
     assert_eq!(numbers.len(), small);
     assert_eq!(numbers[..3], [0, 1, 2]);
     assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
-}
-
-/// A tmpfs of its own, unmounted when dropped.
-struct SmallDisk {
-    dir: tempfile::TempDir,
-}
-
-impl SmallDisk {
-    fn mount(bytes: usize) -> SmallDisk {
-        let dir = tempfile::tempdir().unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
-            .arg("tmpfs")
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(
-            status.success(),
-            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
-        );
-        SmallDisk { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
-/// Fills the file system holding `dir` with one file; removing it gives the space back.
-fn fill(dir: &Path) -> std::path::PathBuf {
-    use std::io::Write;
-    let filler = dir.join("filler");
-    let mut file = fs::File::create(&filler).unwrap();
-    let block = vec![b'f'; 4096];
-    while file.write_all(&block).is_ok() {}
-    // The last partial block too, byte by byte.
-    while file.write_all(b"f").is_ok() {}
-    filler
 }
 
 #[test]

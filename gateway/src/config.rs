@@ -233,6 +233,10 @@ pub struct LimitsConfig {
     /// The accept queue of every listening socket; default the system's
     /// `net.core.somaxconn`.
     pub backlog: Option<u32>,
+    /// Connections open at once on one listener; more are refused (503 `UO`).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address on one listener.
+    pub max_connections_per_source: Option<usize>,
 }
 
 /// `log:`.
@@ -320,6 +324,8 @@ impl Default for LimitsConfig {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(3600),
             backlog: None,
+            max_connections: None,
+            max_connections_per_source: None,
         }
     }
 }

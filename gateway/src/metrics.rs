@@ -87,6 +87,8 @@ pub struct Metrics {
     pub fleet_members: IntGauge,
     /// The latest policy revision seen in the store minus the one in force.
     pub revision_lag: IntGauge,
+    /// Connections refused by a connection limit, by listener and limit.
+    pub connections_refused: IntCounterVec,
 }
 
 /// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
@@ -307,6 +309,14 @@ impl Metrics {
             "egress_policy_revision_lag",
             "The latest policy revision seen in the store minus the revision in force",
         )?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "egress_connections_refused_total",
+                "Connections refused by a connection limit, by listener and reason (max_connections, max_connections_per_source)",
+            ),
+            &["listener", "reason"],
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
         registry.register(Box::new(listener_bind_errors.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         registry.register(Box::new(fleet_members.clone()))?;
@@ -364,6 +374,7 @@ impl Metrics {
             store_up,
             fleet_members,
             revision_lag,
+            connections_refused,
         })
     }
 
@@ -395,6 +406,20 @@ impl Metrics {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default();
         self.policy_last_reload.set(now.as_secs_f64());
+    }
+
+    /// Counts a connection refused by a connection limit (`max_connections`,
+    /// `max_connections_per_source`).
+    pub fn connection_refused(&self, listener: &str, reason: &str) {
+        self.connections_refused
+            .with_label_values(&[listener, reason])
+            .inc();
+    }
+
+    /// Makes a listener's refusal counter exist at 0 for `reason`.
+    pub fn connection_refused_at_zero(&self, listener: &str, reason: &str) {
+        self.connections_refused
+            .with_label_values(&[listener, reason]);
     }
 
     /// Counts a request or connection refused before a decision, for `reason` (one of

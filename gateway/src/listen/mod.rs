@@ -2,6 +2,7 @@
 //! gateway drains. Each protocol's connection handling lives in its own module.
 
 mod activity;
+pub mod admission;
 pub mod certificates;
 pub mod connect;
 pub mod downstream;
@@ -271,6 +272,15 @@ async fn accept_loop(
         .local_addr()
         .ok()
         .filter(|addr| !addr.ip().is_unspecified());
+    let admission = admission::Admission::new(
+        ctx.limits.max_connections,
+        ctx.limits.max_connections_per_source,
+    );
+    for reason in [admission::Refused::Listener, admission::Refused::Source] {
+        ctx.egress
+            .metrics
+            .connection_refused_at_zero(&spec.name, reason.as_str());
+    }
     let dispatch = |stream: tokio::net::TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
         let ctx_for_task = Arc::clone(&ctx);
@@ -278,9 +288,17 @@ async fn accept_loop(
         let spec = Arc::clone(&spec);
         let active = active.clone();
         let tls = tls.clone();
+        let admission = Arc::clone(&admission);
         ctx.tasks.clone().spawn(async move {
             active.inc();
-            serve(ctx_for_task, name, spec, tls, stream, peer, bound).await;
+            let conn = Conn {
+                listener: name,
+                spec,
+                tls,
+                peer,
+                bound,
+            };
+            serve(ctx_for_task, conn, admission, stream).await;
             active.dec();
         });
     };
@@ -314,18 +332,31 @@ async fn accept_loop(
     }
 }
 
-/// One accepted connection: the PROXY header if the listener expects one, the TLS
-/// handshake if it terminates TLS (the client certificate's identity joins the source),
-/// then the listener's protocol.
-async fn serve(
-    ctx: Arc<Context>,
+/// Where a connection came in, as the accept loop knows it.
+struct Conn {
     listener: Arc<str>,
     spec: Arc<Listener>,
     tls: Option<Arc<TlsTerminator>>,
-    mut stream: tokio::net::TcpStream,
     peer: SocketAddr,
     bound: Option<SocketAddr>,
+}
+
+/// One accepted connection: the PROXY header if the listener expects one, the
+/// connection limits, the TLS handshake if it terminates TLS (the client certificate's
+/// identity joins the source), then the listener's protocol.
+async fn serve(
+    ctx: Arc<Context>,
+    conn: Conn,
+    admission: Arc<admission::Admission>,
+    mut stream: tokio::net::TcpStream,
 ) {
+    let Conn {
+        listener,
+        spec,
+        tls,
+        peer,
+        bound,
+    } = conn;
     let local = bound.unwrap_or_else(|| {
         stream
             .local_addr()
@@ -342,6 +373,14 @@ async fn serve(
             }
         }
     }
+    // Held for the connection's life: dropping it lets the next connection in.
+    let _admitted = match admission.admit(source.addr.ip()) {
+        Ok(admitted) => admitted,
+        Err(why) => {
+            admission::refuse(&ctx, &spec, stream, source.addr, local, why).await;
+            return;
+        }
+    };
     let io = match tls {
         None => Downstream::Plain(stream),
         Some(tls) => match tls.accept(stream, ctx.limits.header_timeout).await {

@@ -22,6 +22,7 @@ mod forwarding;
 mod guard;
 mod h2;
 mod istio_names;
+mod limits;
 mod metrics;
 mod mtls;
 mod observability;

@@ -59,6 +59,31 @@ fn listener(name: &str, port: u16, protocol: &str) -> String {
 
 struct Gateway(Child);
 
+impl Gateway {
+    /// The gateway on `policies`, its admin API on 127.0.0.1:`admin`, its own log in `log`.
+    fn start(dir: &Path, policies: &Path, admin: u16, log: &Path) -> Gateway {
+        Gateway(
+            Command::new(BIN)
+                .arg("--policies")
+                .arg(policies)
+                .arg("--admin-address")
+                .arg(format!("127.0.0.1:{admin}"))
+                .arg("--admin-token-file")
+                .arg(dir.join("admin.token"))
+                .arg("--audit-path")
+                .arg(dir.join("audit.log"))
+                .arg("--dns-server")
+                .arg("127.0.0.1:9")
+                .arg("--no-stats")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(log).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -82,25 +107,7 @@ fn listeners_follow_the_policy_without_a_restart() {
     let admin = free_port();
     write(&listener("a", a, "http"));
     let log = dir.path().join("stderr.log");
-    let _gateway = Gateway(
-        Command::new(BIN)
-            .arg("--policies")
-            .arg(&policies)
-            .arg("--admin-address")
-            .arg(format!("127.0.0.1:{admin}"))
-            .arg("--admin-token-file")
-            .arg(dir.path().join("admin.token"))
-            .arg("--audit-path")
-            .arg(dir.path().join("audit.log"))
-            .arg("--dns-server")
-            .arg("127.0.0.1:9")
-            .arg("--no-stats")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _gateway = Gateway::start(dir.path(), &policies, admin, &log);
     wait_for("listener a answers", &log, || {
         get(a, "/").is_some_and(|r| r.starts_with("HTTP/1.1 403"))
     });
@@ -159,23 +166,7 @@ fn a_flood_of_bad_admin_tokens_is_logged_once_a_second_with_a_count() {
     std::fs::write(policies.join("p.yaml"), "rules: []\n").unwrap();
     let admin = free_port();
     let log = dir.path().join("stderr.log");
-    let gateway = Gateway(
-        Command::new(BIN)
-            .arg("--policies")
-            .arg(&policies)
-            .arg("--admin-address")
-            .arg(format!("127.0.0.1:{admin}"))
-            .arg("--admin-token-file")
-            .arg(dir.path().join("admin.token"))
-            .arg("--audit-path")
-            .arg(dir.path().join("audit.log"))
-            .arg("--no-stats")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let gateway = Gateway::start(dir.path(), &policies, admin, &log);
     wait_for("the admin API answers", &log, || {
         get(admin, "/healthz").is_some()
     });

@@ -2,6 +2,7 @@
 //! line that could not be written is counted, `/readyz` says so, and lines come back
 //! whole once there is space again.
 
+use egress_gateway::config::OnError;
 use egress_gateway::testing::TestGateway;
 use egress_testkit::disk::{fill, SmallDisk};
 use egress_testkit::{KeepAliveClient, StubUpstream, TestDns};
@@ -16,18 +17,47 @@ fn counter(metrics: &str, series: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A gateway whose audit log is on a 128 KiB tmpfs, allowing api.example.com to a stub.
+struct OnSmallDisk {
+    disk: SmallDisk,
+    upstream: StubUpstream,
+    _dns: TestDns,
+    gateway: TestGateway,
+    authority: String,
+}
+
+impl OnSmallDisk {
+    async fn start(on_error: OnError) -> OnSmallDisk {
+        let disk = SmallDisk::mount(128 * 1024);
+        let upstream = StubUpstream::start().await;
+        let dns = TestDns::start().await;
+        dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
+        let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
+            .dns(vec![dns.addr()])
+            .audit_path(disk.path().join("audit.log"))
+            .configure(|c| c.audit.on_error = on_error)
+            .start()
+            .await;
+        let authority = format!("api.example.com:{}", upstream.port());
+        OnSmallDisk {
+            disk,
+            upstream,
+            _dns: dns,
+            gateway,
+            authority,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
-    let disk = SmallDisk::mount(128 * 1024);
-    let upstream = StubUpstream::start().await;
-    let dns = TestDns::start().await;
-    dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
-    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
-        .dns(vec![dns.addr()])
-        .audit_path(disk.path().join("audit.log"))
-        .start()
-        .await;
-    let authority = format!("api.example.com:{}", upstream.port());
+    let OnSmallDisk {
+        disk,
+        upstream: _upstream,
+        _dns,
+        gateway,
+        authority,
+    } = OnSmallDisk::start(OnError::FailOpen).await;
     let filler = fill(disk.path());
     let mut client = KeepAliveClient::connect(gateway.addr("http"))
         .await
@@ -88,17 +118,13 @@ async fn on_a_full_disk_every_request_is_served_and_every_lost_line_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_fail_closed_nothing_is_let_out_while_lines_cannot_be_written() {
-    let disk = SmallDisk::mount(128 * 1024);
-    let upstream = StubUpstream::start().await;
-    let dns = TestDns::start().await;
-    dns.set("api.example.com", ["127.0.0.1".parse().unwrap()]);
-    let gateway = TestGateway::builder(&allow_policy("[api.example.com]"))
-        .dns(vec![dns.addr()])
-        .audit_path(disk.path().join("audit.log"))
-        .configure(|c| c.audit.on_error = egress_gateway::config::OnError::FailClosed)
-        .start()
-        .await;
-    let authority = format!("api.example.com:{}", upstream.port());
+    let OnSmallDisk {
+        disk,
+        upstream,
+        _dns,
+        gateway,
+        authority,
+    } = OnSmallDisk::start(OnError::FailClosed).await;
     let mut client = KeepAliveClient::connect(gateway.addr("http"))
         .await
         .unwrap();

@@ -41,14 +41,7 @@ async fn a_rule_added_through_one_replica_is_enforced_by_every_replica() {
         );
     }
 
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/api",
-            &[("content-type", "application/yaml")],
-            "hosts: [api.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("api", "api.example.com").await;
     assert_eq!(put.status, 200, "{}", put.body);
     let version = a.version().await;
     assert_eq!(put.etag.as_deref(), Some(format!("\"{version}\"").as_str()));
@@ -195,6 +188,14 @@ async fn an_invalid_document_put_with_etcdctl_is_refused_by_every_replica() {
             .contains("egress_policy_reloads_total{result=\"rejected\"} 1"));
     }
     assert_eq!(details[0], details[1], "the same errors on every replica");
+    // Every replica serves an older version than the latest revision it saw: the fleet
+    // has not converged, and egressctl fleet says so with its exit status.
+    let (status, out) = b.egressctl(&["fleet", "--wait", "1s"], fleet.dir.path());
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("has not converged") && out.contains("replica-1") && out.contains("replica-2"),
+        "{out}"
+    );
     let text = details[0].join("\n");
     assert!(
         text.contains("policy.yaml:1") && text.contains("htp"),
@@ -220,14 +221,7 @@ async fn with_etcd_down_replicas_serve_writes_fail_and_a_restarted_replica_uses_
     for r in [&a, &b] {
         assert_eq!(r.request(&api).await, 200, "{} keeps serving", r.id);
     }
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/other",
-            &[("content-type", "application/yaml")],
-            "hosts: [other.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("other", "other.example.com").await;
     assert_eq!(put.status, 503, "{}", put.body);
     assert!(
         put.body.contains(&fleet.etcd.endpoint()),
@@ -251,15 +245,7 @@ async fn with_etcd_down_replicas_serve_writes_fail_and_a_restarted_replica_uses_
 
     fleet.etcd.restart().unwrap();
     let put = egress_testkit::wait::wait_until_async(CONVERGE, || async {
-        a.admin(
-            Method::PUT,
-            "/rules/other",
-            &[("content-type", "application/yaml")],
-            "hosts: [other.example.com]\n",
-        )
-        .await
-        .status
-            == 200
+        a.put_rule("other", "other.example.com").await.status == 200
     })
     .await;
     assert!(put, "a write succeeds once etcd is back");
@@ -282,14 +268,7 @@ async fn a_replica_cut_off_from_etcd_catches_up_and_recovers_from_a_compaction()
 
     // Cut, change, heal: the watch resumes from the last revision seen.
     relay.cut();
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/api",
-            &[("content-type", "application/yaml")],
-            "hosts: [api.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("api", "api.example.com").await;
     assert_eq!(put.status, 200);
     let version = a.version().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -304,14 +283,7 @@ async fn a_replica_cut_off_from_etcd_catches_up_and_recovers_from_a_compaction()
 
     // Cut, change, compact past b's revision, heal: b reads everything again.
     relay.cut();
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/other",
-            &[("content-type", "application/yaml")],
-            "hosts: [other.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("other", "other.example.com").await;
     assert_eq!(put.status, 200);
     let version = a.version().await;
     fleet.etcd.ctl(&["put", "/unrelated", "x"]);
@@ -413,14 +385,7 @@ async fn replicas_log_in_to_an_etcd_with_authentication_and_a_wrong_password_is_
         .start()
         .await;
     assert_eq!(a.request(&fleet.authority("api.example.com")).await, 200);
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/other",
-            &[("content-type", "application/yaml")],
-            "hosts: [other.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("other", "other.example.com").await;
     assert_eq!(put.status, 200, "{}", put.body);
 
     let b = fleet.replica(2).auth("root", "wrong").spawn();
@@ -443,14 +408,7 @@ async fn replicas_speak_tls_to_etcd_with_a_client_certificate() {
         .start()
         .await;
     let b = fleet.replica(2).start().await;
-    let put = a
-        .admin(
-            Method::PUT,
-            "/rules/other",
-            &[("content-type", "application/yaml")],
-            "hosts: [other.example.com]\n",
-        )
-        .await;
+    let put = a.put_rule("other", "other.example.com").await;
     assert_eq!(put.status, 200, "{}", put.body);
     b.wait_version(a.version().await, CONVERGE).await;
     assert_eq!(b.request(&fleet.authority("other.example.com")).await, 200);

@@ -30,11 +30,26 @@ pub fn policy(port: u16, connect_port: u16, hosts: &[&str]) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+/// A port free on `ip`.
+fn free_port(ip: IpAddr) -> u16 {
+    TcpListener::bind(SocketAddr::new(ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port")
+}
+
+/// The loopback network of this test process, `127.a.b.0/24`: listeners bind with
+/// SO_REUSEPORT, so gateways of two tests on the same address and port would share
+/// it silently; each test (nextest runs one per process) gets addresses of its own.
+fn subnet() -> [u8; 2] {
+    let pid = std::process::id();
+    [1 + ((pid / 250) % 250) as u8, (pid % 250) as u8]
+}
+
+/// Replica `n`'s address in this process's subnet.
+fn replica_ip(n: u8) -> IpAddr {
+    let [a, b] = subnet();
+    IpAddr::from([127, a, b, n + 1])
 }
 
 /// Everything replicas share.
@@ -101,8 +116,8 @@ impl Fleet {
             dns,
             upstream: StubUpstream::start().await,
             dir,
-            port: free_port(),
-            connect_port: free_port(),
+            port: free_port(replica_ip(1)),
+            connect_port: free_port(replica_ip(1)),
             tls,
             _certs: None,
         }
@@ -125,7 +140,7 @@ impl Fleet {
     pub fn replica(&self, n: u8) -> ReplicaBuilder {
         ReplicaBuilder {
             id: format!("replica-{n}"),
-            ip: IpAddr::from([127, 0, 0, n + 1]),
+            ip: replica_ip(n),
             endpoint: self.etcd.endpoint(),
             seed: None,
             drain_delay: "0s".to_owned(),
@@ -195,7 +210,7 @@ impl ReplicaBuilder {
             .fleet_dir
             .join(self.dir_name.as_deref().unwrap_or(&self.id));
         std::fs::create_dir_all(&dir).unwrap();
-        let admin = SocketAddr::new(self.ip, free_port());
+        let admin = SocketAddr::new(self.ip, free_port(self.ip));
         let config = dir.join("gateway.yaml");
         let auth = match &self.auth {
             Some((user, password)) => {
@@ -336,10 +351,27 @@ impl Replica {
         }
     }
 
+    /// `PUT /rules/NAME` allowing one host.
+    pub async fn put_rule(&self, name: &str, host: &str) -> Answer {
+        let body = format!("hosts: [{host}]\n");
+        self.admin(
+            Method::PUT,
+            &format!("/rules/{name}"),
+            &[("content-type", "application/yaml")],
+            &body,
+        )
+        .await
+    }
+
     /// The version in force, from `GET /policy/history`.
     pub async fn version(&self) -> u64 {
         let answer = self.admin(Method::GET, "/policy/history", &[], "").await;
-        let history: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        let history: serde_json::Value = serde_json::from_str(&answer.body).unwrap_or_else(|e| {
+            panic!(
+                "{}: GET /policy/history answered {} {:?}: {e}",
+                self.id, answer.status, answer.body
+            )
+        });
         history["current"].as_u64().unwrap()
     }
 

@@ -169,13 +169,15 @@ async fn compile_value(
         (None, Some(c)) => Some(summarize_files(&c.sources, &files)),
         _ => None,
     };
-    let compiled = {
-        let files = files.clone();
-        tokio::task::spawn_blocking(move || compile(&files)).await
-    };
-    let policy = match compiled {
-        Ok(Ok(policy)) => policy,
-        Ok(Err(errors)) => return Ok(Err(errors)),
+    // The files go to the compiling thread and come back: a 100k-rule set is megabytes.
+    let compiled = tokio::task::spawn_blocking(move || {
+        let policy = compile(&files);
+        (policy, files)
+    })
+    .await;
+    let (policy, files) = match compiled {
+        Ok((Ok(policy), files)) => (policy, files),
+        Ok((Err(errors), _)) => return Ok(Err(errors)),
         Err(e) => {
             return Ok(Err(layout_errors(
                 version,

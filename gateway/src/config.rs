@@ -237,6 +237,11 @@ pub struct LimitsConfig {
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address on one listener.
     pub max_connections_per_source: Option<usize>,
+    /// Queries a second one client may send a `dns` listener (and as many at once);
+    /// more are answered REFUSED, flag `RL`.
+    pub dns_queries_per_source: u32,
+    /// DNS-over-TCP connections open at once on one `dns` listener; more are closed.
+    pub dns_tcp_connections: usize,
 }
 
 /// `log:`.
@@ -326,6 +331,8 @@ impl Default for LimitsConfig {
             backlog: None,
             max_connections: None,
             max_connections_per_source: None,
+            dns_queries_per_source: 1000,
+            dns_tcp_connections: 256,
         }
     }
 }

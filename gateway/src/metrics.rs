@@ -7,6 +7,7 @@
 //! for each of them, so a ratio over it has a value before the first event.
 
 mod audit;
+mod dns_server;
 mod istio;
 mod labels;
 mod upstream;
@@ -19,6 +20,7 @@ use prometheus::{
     Registry,
 };
 
+pub use dns_server::DnsServerMetrics;
 pub use istio::{IstioMetrics, IstioRecord};
 pub use labels::{BAD_REQUEST_REASONS, TLS_INBOUND_FAILURES};
 pub use upstream::{ConnectFailure, ConnectMetrics, DnsMetrics, LookupResult};
@@ -65,6 +67,8 @@ pub struct Metrics {
     pub upstream: ConnectMetrics,
     /// Destination name lookups: results and duration.
     pub dns: DnsMetrics,
+    /// Queries answered by dns listeners.
+    pub dns_queries: DnsServerMetrics,
     /// Tunnels that started relaying, by listener and rule.
     pub tunnels_opened: IntCounterVec,
     /// Tunnels that ended, by listener and rule.
@@ -290,6 +294,7 @@ impl Metrics {
         }
         let upstream = ConnectMetrics::new(&registry, &tls_handshake_failures)?;
         let dns = DnsMetrics::new(&registry)?;
+        let dns_queries = DnsServerMetrics::new(&registry)?;
         let listener_bind_errors = IntCounterVec::new(
             Opts::new(
                 "egress_listener_bind_errors_total",
@@ -363,6 +368,7 @@ impl Metrics {
             tls_handshake_failures,
             upstream,
             dns,
+            dns_queries,
             tunnels_opened,
             tunnels_closed,
             tunnel_duration,

@@ -152,6 +152,35 @@ impl Resolver {
     }
 }
 
+/// What the name servers said to a forwarded question.
+#[derive(Debug, Clone)]
+pub enum Forwarded {
+    /// The records (possibly none: the name exists without this type).
+    Records(Vec<hickory_resolver::proto::rr::Record>),
+    /// NXDOMAIN.
+    NotFound,
+    /// No answer, or a failure: answered SERVFAIL.
+    Failed(String),
+}
+
+impl Resolver {
+    /// Asks the name servers `name` (canonical, no trailing dot) of type `rtype`, for a
+    /// `dns` listener that forwards what no rule decides; answers are cached by TTL.
+    pub async fn forward(
+        &self,
+        name: &str,
+        rtype: hickory_resolver::proto::rr::RecordType,
+    ) -> Forwarded {
+        let absolute = format!("{name}.");
+        match self.inner.lookup(absolute.as_str(), rtype).await {
+            Ok(lookup) => Forwarded::Records(lookup.records().to_vec()),
+            Err(e) if e.is_nx_domain() => Forwarded::NotFound,
+            Err(e) if e.is_no_records_found() => Forwarded::Records(Vec::new()),
+            Err(e) => Forwarded::Failed(e.to_string()),
+        }
+    }
+}
+
 impl Resolver {
     fn cached(&self, name: &str) -> Option<Vec<IpAddr>> {
         let answers = self.answers.lock().unwrap_or_else(PoisonError::into_inner);

@@ -201,7 +201,7 @@ fn render_operator(op: &Operator, max: Option<usize>, r: &AuditRecord, out: &mut
             return; // text values are cut before escaping, not here
         }
         Operator::StartTime(format) => format.write(r.start_time, out),
-        Operator::Protocol => text(out, r.protocol, Escape::Token, max),
+        Operator::Protocol => text(out, r.protocol.as_deref(), Escape::Token, max),
         Operator::ResponseCode => push_int(out, u64::from(r.response_code)),
         Operator::ResponseFlags => r.response_flags.write_short(out),
         Operator::ResponseCodeDetails => {

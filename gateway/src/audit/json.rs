@@ -25,7 +25,7 @@ pub(crate) fn render(r: &AuditRecord, out: &mut String) {
         .map(|v| v.as_bytes())
         .or(r.path.as_deref().map(str::as_bytes));
     string(out, "path", path);
-    string(out, "protocol", r.protocol.map(str::as_bytes));
+    string(out, "protocol", r.protocol.as_deref().map(str::as_bytes));
     key(out, "response_code");
     push_int(out, u64::from(r.response_code));
     key(out, "response_flags");

@@ -70,6 +70,8 @@ flags! {
     /// Refused to protect the gateway (Envoy's overload manager); here: the audit log
     /// cannot be written and `audit.on_error` is `fail_closed`.
     OVERLOAD_MANAGER = 14, "OM";
+    /// Refused by a rate limit.
+    RATE_LIMITED = 15, "RL";
 }
 
 impl ResponseFlags {
@@ -132,7 +134,7 @@ pub struct AuditRecord {
     /// REQ(:PATH) (and X-ENVOY-ORIGINAL-PATH?:PATH).
     pub path: Option<String>,
     /// PROTOCOL: `HTTP/1.1`, `HTTP/2`; `None` for TCP-level lines.
-    pub protocol: Option<&'static str>,
+    pub protocol: Option<Cow<'static, str>>,
     /// REQ(:AUTHORITY): the Host header or the URI's authority, as the client sent it.
     pub authority: Option<String>,
     /// REQ(X): the request headers as received (after the gateway added x-request-id).

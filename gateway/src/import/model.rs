@@ -322,6 +322,12 @@ pub(crate) fn listener_doc(name: &str, port: u16, protocol: Protocol) -> Listene
         tls: None,
         proxy_protocol: None,
         check_sni: None,
+        answer_with: None,
+        ttl: None,
+        on_deny: None,
+        search_suffixes: None,
+        auto_allocate: None,
+        route_by: None,
     }
 }
 

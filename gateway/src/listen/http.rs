@@ -88,7 +88,7 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
         let record = recorder.record();
         record.method = Some(method_text(req.method()));
         record.path = req.uri().path_and_query().map(|p| p.as_str().to_owned());
-        record.protocol = Some(protocol_name(req.version()));
+        record.protocol = Some(std::borrow::Cow::Borrowed(protocol_name(req.version())));
         record.authority = match req.uri().authority() {
             Some(authority) => Some(authority.as_str().to_owned()),
             None => req

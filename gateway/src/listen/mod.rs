@@ -5,6 +5,7 @@ mod activity;
 pub mod admission;
 pub mod certificates;
 pub mod connect;
+pub mod dns;
 pub mod downstream;
 mod headers;
 pub mod http;
@@ -12,6 +13,7 @@ mod http_body;
 mod http_conn;
 mod preface;
 pub mod proxy;
+pub mod rate;
 pub mod tcp;
 pub mod tls;
 pub mod tls_in;
@@ -110,14 +112,6 @@ pub enum ListenError {
         /// Why.
         source: std::io::Error,
     },
-    /// The protocol has no implementation in this build.
-    #[error("listener {name}: protocol {protocol:?} is not supported yet; remove the listener or use http")]
-    Unsupported {
-        /// Listener name.
-        name: String,
-        /// Its protocol.
-        protocol: Protocol,
-    },
 }
 
 /// The accept queue asked of the kernel when `limits.backlog` is not set and
@@ -143,10 +137,35 @@ pub fn bind_addr(
     bind_address: Option<IpAddr>,
     override_ip: Option<IpAddr>,
 ) -> SocketAddr {
+    // A listener routed by destination address keeps its port under a test override:
+    // the rules it serves name that port.
+    let routed = spec.route_by == crate::policy::RouteBy::DestinationAddress;
     match (override_ip, bind_address) {
+        (Some(_), _) if routed => SocketAddr::new(spec.address, spec.port),
         (Some(ip), _) => SocketAddr::new(ip, 0),
         (None, Some(ip)) => SocketAddr::new(ip, spec.port),
         (None, None) => SocketAddr::new(spec.address, spec.port),
+    }
+}
+
+/// A declared listener's sockets, bound and not yet accepting.
+#[derive(Debug)]
+pub enum Bound {
+    /// One TCP socket: every protocol but DNS.
+    Stream(TcpListener),
+    /// UDP and TCP on one port.
+    Dns(dns::Sockets),
+}
+
+impl Bound {
+    /// The address bound.
+    ///
+    /// Fails as `getsockname` does.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Bound::Stream(listener) => listener.local_addr(),
+            Bound::Dns(sockets) => sockets.local_addr(),
+        }
     }
 }
 
@@ -154,18 +173,13 @@ pub fn bind_addr(
 /// (an upgrade, a restart) can bind the same port before the old one stops accepting,
 /// and a changed listener can bind anew before its old socket closes.
 ///
-/// Fails when the protocol is not supported or the address cannot be bound.
-pub fn bind(spec: &Listener, addr: SocketAddr, backlog: u32) -> Result<TcpListener, ListenError> {
-    if !matches!(
-        spec.protocol,
-        Protocol::Http | Protocol::Tls | Protocol::Tcp | Protocol::Connect
-    ) {
-        return Err(ListenError::Unsupported {
-            name: spec.name.clone(),
-            protocol: spec.protocol,
-        });
-    }
-    reuseport_listener(addr, backlog).map_err(|source| ListenError::Bind {
+/// Fails when the address cannot be bound.
+pub fn bind(spec: &Listener, addr: SocketAddr, backlog: u32) -> Result<Bound, ListenError> {
+    let bound = match spec.protocol {
+        Protocol::Dns => dns::bind(addr, backlog).map(Bound::Dns),
+        _ => reuseport_listener(addr, backlog).map(Bound::Stream),
+    };
+    bound.map_err(|source| ListenError::Bind {
         name: spec.name.clone(),
         addr,
         source,
@@ -199,7 +213,7 @@ pub fn reuseport_listener(addr: SocketAddr, backlog: u32) -> std::io::Result<Tcp
 /// this socket is alone, index 1 is out of range and the kernel falls back to its own
 /// choice, which is then this socket.
 #[cfg(target_os = "linux")]
-fn steer_to_newest(listener: &TcpListener) -> nix::Result<()> {
+fn steer_to_newest(socket: &impl std::os::fd::AsFd) -> nix::Result<()> {
     use nix::libc::{sock_filter, sock_fprog, BPF_K, BPF_RET};
     let mut program = [sock_filter {
         code: (BPF_RET | BPF_K) as u16,
@@ -212,14 +226,14 @@ fn steer_to_newest(listener: &TcpListener) -> nix::Result<()> {
         filter: program.as_mut_ptr(),
     };
     nix::sys::socket::setsockopt(
-        listener,
+        socket,
         nix::sys::socket::sockopt::AttachReusePortCbpf,
         &fprog,
     )
 }
 
 #[cfg(not(target_os = "linux"))]
-fn steer_to_newest(_: &TcpListener) -> std::io::Result<()> {
+fn steer_to_newest<T>(_: &T) -> std::io::Result<()> {
     Ok(())
 }
 
@@ -229,10 +243,13 @@ fn steer_to_newest(_: &TcpListener) -> std::io::Result<()> {
 pub fn spawn(
     ctx: Arc<Context>,
     spec: Listener,
-    listener: TcpListener,
+    bound: Bound,
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(accept_loop(ctx, Arc::new(spec), listener, stop))
+    match bound {
+        Bound::Stream(listener) => tokio::spawn(accept_loop(ctx, Arc::new(spec), listener, stop)),
+        Bound::Dns(sockets) => dns::spawn(ctx, Arc::new(spec), sockets, stop),
+    }
 }
 
 async fn accept_loop(
@@ -405,6 +422,7 @@ async fn serve(
         Protocol::Tls => tls::serve_connection(ctx, accepted, io).await,
         Protocol::Tcp => tcp::serve_connection(ctx, accepted, io).await,
         Protocol::Connect => connect::serve_connection(ctx, accepted, io).await,
+        // Served by `dns::spawn`, which accepts its own connections.
         Protocol::Dns => {}
     }
 }

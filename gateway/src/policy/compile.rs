@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::document::{DefaultsDoc, Document, LineIndex, ListenerDoc, Protocol, RuleDoc};
+use super::document::{DefaultsDoc, Document, LineIndex, ListenerDoc, Protocol, RouteBy, RuleDoc};
 use super::hosts::{parse_pattern, HostMatcher};
 use super::values::{
     check_name, dedup, parse_duration, parse_endpoint, parse_ip, parse_source, serde_error,
@@ -18,6 +18,8 @@ use super::values::{
 use super::{Defaults, Listener, ListenerTls, Policy, Route, Rule};
 use super::{PolicyError, PolicyErrors, PolicyFile};
 use crate::wire::host::parse_authority;
+
+mod dns;
 
 // Also reachable here, where the policy is compiled.
 pub use super::store::load_dir;
@@ -32,6 +34,10 @@ pub fn compile(files: &[PolicyFile]) -> Result<Policy, PolicyErrors> {
     let defaults = cx.defaults(&docs);
     let listeners = cx.listeners(&docs);
     let (rules, hosts) = cx.rules(&docs, &defaults);
+    let (allocations, too_small) = dns::allocations(&listeners, &rules);
+    for (listener, message) in too_small {
+        cx.too_small(&docs, &listener, message);
+    }
     if !cx.errors.is_empty() {
         let order: HashMap<&str, usize> = files
             .iter()
@@ -47,6 +53,7 @@ pub fn compile(files: &[PolicyFile]) -> Result<Policy, PolicyErrors> {
         listeners,
         rules,
         hosts,
+        allocations,
         sources: files.to_vec(),
     })
 }
@@ -255,7 +262,15 @@ impl Compiler {
                 }
             },
         };
+        let route_by = self.route_by(at, path, doc);
         let forward_to = match (&doc.forward_to, doc.protocol) {
+            (None, Protocol::Tcp) if route_by == RouteBy::DestinationAddress => None,
+            (Some(_), Protocol::Tcp) if route_by == RouteBy::DestinationAddress => {
+                let message =
+                    "a listener routed by destination_address has no forward_to".to_owned();
+                self.error(at, format!("{path}.forward_to"), message);
+                None
+            }
             (None, Protocol::Tcp) => {
                 let message = format!("tcp listener {:?} needs forward_to (host:port)", doc.name);
                 self.error(at, path.to_owned(), message);
@@ -310,6 +325,7 @@ impl Compiler {
             let message = "check_sni is only for connect listeners".to_owned();
             self.error(at, format!("{path}.check_sni"), message);
         }
+        let dns = self.dns_listener(at, path, doc);
         Some(Listener {
             name: doc.name.clone(),
             address: address?,
@@ -320,6 +336,8 @@ impl Compiler {
             tls,
             proxy_protocol: doc.proxy_protocol.unwrap_or(false),
             check_sni,
+            route_by,
+            dns: dns?,
         })
     }
 

@@ -75,6 +75,48 @@ pub struct ListenerDoc {
     /// `connect` listeners: a TLS tunnel's SNI must equal the CONNECT host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_sni: Option<bool>,
+    /// `dns` listeners: the addresses allowed names resolve to (default: the address
+    /// the query reached).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer_with: Option<Vec<String>>,
+    /// `dns` listeners: the TTL of every answer (`30s` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// `dns` listeners: how a name no rule allows is answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_deny: Option<OnDeny>,
+    /// `dns` listeners: the workloads' search domains, answered in one round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search_suffixes: Option<Vec<String>>,
+    /// `dns` listeners: a CIDR from which each TCP service gets an address of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_allocate: Option<String>,
+    /// `tcp` listeners: where connections go (`forward_to` unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_by: Option<RouteBy>,
+}
+
+/// A `dns` listener's answer for a name no rule allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDeny {
+    /// RCODE REFUSED: the server will not answer (the default).
+    #[default]
+    Refused,
+    /// RCODE NXDOMAIN: the name does not exist.
+    Nxdomain,
+}
+
+/// How a `tcp` listener finds a connection's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteBy {
+    /// The listener's `forward_to`.
+    #[default]
+    ForwardTo,
+    /// The address the client connected to (or its original destination, when
+    /// redirected), which a `dns` listener's `auto_allocate` gave to one host.
+    DestinationAddress,
 }
 
 /// `listeners[].tls`: inbound TLS; relative paths are relative to the policy directory.

@@ -200,6 +200,11 @@ impl HostMatcher {
         }
     }
 
+    /// The rules listing a lone `*`: the group that matches any name.
+    pub fn any_name(&self) -> &[u32] {
+        &self.any_name
+    }
+
     /// The candidate rules for `host`, most specific group first: the exact name, then
     /// wildcards from the longest suffix to the shortest, then `*`. An IP literal's
     /// groups are the rules that list that address, then those whose CIDRs hold it,

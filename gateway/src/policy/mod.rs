@@ -4,10 +4,12 @@
 //! A [`Policy`] is compiled once and shared as an `Arc`; a reload builds a new one and
 //! swaps it in whole (see [`store`]).
 
+pub mod allocate;
 pub mod compile;
 pub mod document;
 pub mod edit;
 pub mod hosts;
+mod names;
 mod shape;
 pub mod store;
 #[cfg(test)]
@@ -23,8 +25,9 @@ use crate::source::Source;
 use crate::wire::host::Host;
 
 pub use compile::compile;
-pub use document::{Action, Mode, Protocol, UpstreamProtocol};
+pub use document::{Action, Mode, OnDeny, Protocol, RouteBy, UpstreamProtocol};
 pub use hosts::HostPattern;
+pub use names::NameDecision;
 pub use store::{load_dir, PolicyStore, PolicyWatcher};
 
 /// One policy document: its display name (a path) and its text.
@@ -87,6 +90,8 @@ pub struct Policy {
     pub(crate) listeners: Vec<Listener>,
     pub(crate) rules: Vec<Arc<Rule>>,
     pub(crate) hosts: hosts::HostMatcher,
+    /// The addresses `auto_allocate` gave to TCP services.
+    pub(crate) allocations: allocate::Allocations,
     /// The YAML documents it was compiled from, as (file name, text), for history and
     /// `GET /policy`.
     pub(crate) sources: Vec<PolicyFile>,
@@ -128,6 +133,25 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// `connect` listeners: a tunnel's SNI must equal the CONNECT host.
     pub check_sni: bool,
+    /// `tcp` listeners: where a connection goes.
+    pub route_by: RouteBy,
+    /// `dns` listeners: how queries are answered.
+    pub dns: Option<DnsListener>,
+}
+
+/// A `dns` listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsListener {
+    /// What allowed names resolve to; empty = the address the query reached.
+    pub answer_with: Vec<std::net::IpAddr>,
+    /// The TTL of every answer.
+    pub ttl: Duration,
+    /// The answer for a name no rule allows.
+    pub on_deny: OnDeny,
+    /// Search domains, canonical, the longest first.
+    pub search_suffixes: Vec<String>,
+    /// The range TCP services get their addresses from.
+    pub auto_allocate: Option<ipnet::IpNet>,
 }
 
 /// A listener's inbound TLS; relative paths are relative to the policy directory.
@@ -235,6 +259,7 @@ impl Policy {
             listeners: Vec::new(),
             rules: Vec::new(),
             hosts: hosts::HostMatcher::default(),
+            allocations: allocate::Allocations::default(),
             sources: Vec::new(),
         }
     }

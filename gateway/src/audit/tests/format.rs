@@ -34,7 +34,7 @@ fn envoy_documentation_example() {
     r.start_time = at("2016-04-15T20:17:00.310Z");
     r.method = Some("POST".into());
     r.path = Some("/api/v1/locations".into());
-    r.protocol = Some("HTTP/2");
+    r.protocol = Some("HTTP/2".into());
     r.response_code = 204;
     r.bytes_received = 154;
     r.duration = ms(226);

@@ -41,7 +41,7 @@ fn egress_http() -> AuditRecord {
     r.start_time = at("2024-01-09T15:35:47.283Z");
     r.method = Some("GET".into());
     r.path = Some("/politics".into());
-    r.protocol = Some("HTTP/1.1");
+    r.protocol = Some("HTTP/1.1".into());
     r.response_code = 301;
     r.response_code_details = Some("via_upstream".into());
     r.duration = ms(2);
@@ -69,7 +69,7 @@ fn rbac_denial() -> AuditRecord {
     r.start_time = at("2026-11-24T11:46:23.596Z");
     r.method = Some("GET".into());
     r.path = Some("/admin".into());
-    r.protocol = Some("HTTP/1.1");
+    r.protocol = Some("HTTP/1.1".into());
     r.response_code = 403;
     r.response_code_details = Some("rbac_access_denied_matched_policy[none]".into());
     r.bytes_sent = 19;

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
 # (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
 # taskset (a gateway pinned to one core), ss (a listener's accept queue), etcd and etcdctl (the fleet's policy store);
+# dig and Python's dnspython (real DNS clients of the dns listener), unshare (a network namespace for glibc's resolver);
 # promtool (the Prometheus rules and config of deploy/), kubectl (kustomize builds of
 # deploy/kubernetes) and the Python package kubernetes-validate (their schemas, offline).
 need_apt=()
@@ -16,6 +17,7 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
@@ -32,6 +34,11 @@ fi
 if ! python3 -c 'import requests' >/dev/null 2>&1; then
   python3 -m pip install --quiet requests 2>/dev/null \
     || python3 -m pip install --quiet --break-system-packages requests
+fi
+
+if ! python3 -c 'import dns.message' >/dev/null 2>&1; then
+  python3 -m pip install --quiet dnspython 2>/dev/null \
+    || python3 -m pip install --quiet --break-system-packages dnspython
 fi
 
 if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then

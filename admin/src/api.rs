@@ -92,6 +92,27 @@ pub struct History {
     pub versions: Vec<HistoryEntry>,
 }
 
+/// `GET /dns/allocations`: the address each TCP service was given by a `dns`
+/// listener's `auto_allocate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAllocations {
+    /// The policy version they come from.
+    pub version: u64,
+    /// By range, then host name.
+    pub allocations: Vec<DnsAllocation>,
+}
+
+/// One host's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsAllocation {
+    /// The host, as rules list it.
+    pub host: String,
+    /// Its address: what the dns listener answers, what clients connect to.
+    pub address: String,
+    /// The `auto_allocate` range it came from.
+    pub range: String,
+}
+
 /// `GET /fleet`: every live replica sharing this policy store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Fleet {

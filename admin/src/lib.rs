@@ -58,6 +58,10 @@ pub trait Control: Send + Sync + 'static {
             members: Vec::new(),
         })
     }
+    /// The addresses `auto_allocate` gave to TCP services in the policy in force.
+    fn dns_allocations(&self) -> api::DnsAllocations {
+        api::DnsAllocations::default()
+    }
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
     /// The policy set in force, as one document in `format`, with its version.

@@ -16,7 +16,7 @@ fn record() -> AuditRecord {
     r.start_time = SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_814_547_283);
     r.method = Some("GET".into());
     r.path = Some("/politics".into());
-    r.protocol = Some("HTTP/1.1");
+    r.protocol = Some("HTTP/1.1".into());
     r.response_code = 301;
     r.response_code_details = Some("via_upstream".into());
     r.duration = Some(Duration::from_millis(2));

@@ -65,6 +65,22 @@ impl egress_admin::Control for GatewayControl {
         out
     }
 
+    fn dns_allocations(&self) -> egress_admin::api::DnsAllocations {
+        let policy = self.store.current();
+        egress_admin::api::DnsAllocations {
+            version: self.store.version(),
+            allocations: policy
+                .allocations()
+                .iter()
+                .map(|a| egress_admin::api::DnsAllocation {
+                    host: a.host.to_owned(),
+                    address: a.address.to_string(),
+                    range: a.range.to_string(),
+                })
+                .collect(),
+        }
+    }
+
     fn fleet(&self) -> Result<Fleet, ControlError> {
         let Some(etcd) = self.store.etcd() else {
             // A store of its own: a fleet of one, converged by definition.

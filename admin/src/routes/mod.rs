@@ -80,6 +80,7 @@ pub const ROUTES: &[RouteSpec] = &[
     guarded("/audit/tail", &["GET"]),
     guarded("/drain", &["POST"]),
     guarded("/fleet", &["GET"]),
+    guarded("/dns/allocations", &["GET"]),
     guarded("/openapi.json", &["GET"]),
 ];
 
@@ -117,6 +118,7 @@ fn handlers(path: &str) -> MethodRouter<Shared> {
         "/audit/tail" => get(ops::audit_tail),
         "/drain" => post(ops::drain),
         "/fleet" => get(ops::fleet),
+        "/dns/allocations" => get(ops::dns_allocations),
         _ => MethodRouter::new(),
     }
 }

@@ -148,6 +148,7 @@ pub fn document() -> Value {
             "/healthz": {"get": read_op("alive", "text/plain", false)},
             "/readyz": {"get": read_op("ready: 503 while draining or before the first policy loads; lines after the first say how the policy store is (etcd unreachable, refused changes) and which listeners could not bind", "text/plain", false)},
             "/fleet": {"get": read_op("every live replica sharing the etcd policy store: id, admin, listeners, version, converged, draining (with the file store: this gateway alone)", "application/json", true)},
+            "/dns/allocations": {"get": read_op("the address each TCP service got from a dns listener's auto_allocate: host, address, range, and the policy version", "application/json", true)},
             "/metrics": {"get": read_op("Prometheus text exposition", "text/plain", false)},
             "/openapi.json": {"get": read_op("this document", "application/json", true)},
             "/policy": {

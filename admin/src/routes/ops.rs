@@ -43,6 +43,10 @@ pub async fn fleet(State(state): State<Shared>) -> Response {
     }
 }
 
+pub async fn dns_allocations(State(state): State<Shared>) -> Response {
+    Json(state.control.dns_allocations()).into_response()
+}
+
 pub async fn metrics(State(state): State<Shared>) -> Response {
     (
         [(

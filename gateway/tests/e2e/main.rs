@@ -17,6 +17,7 @@ mod cardinality;
 mod clients;
 mod common;
 mod connect;
+mod dns;
 mod drain;
 mod forwarding;
 mod guard;

@@ -80,6 +80,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Logs { follow: _, filter } => ctl.logs(filter).await,
         Command::Drain => ctl.drain().await,
         Command::Fleet { wait } => ctl.fleet(wait).await,
+        Command::Dns => ctl.dns().await,
         Command::Version => ctl.version().await,
         Command::Rule(RuleCommand::List) => ctl.rule_list().await,
         Command::Rule(RuleCommand::Get { name }) => ctl.rule_get(&name).await,

@@ -1,9 +1,10 @@
 //! `egressctl fleet`: every replica sharing the policy store, polled until they serve
-//! the same version or the wait is over, so scripts can wait on convergence.
+//! the same version or the wait is over, so scripts can wait on convergence; and
+//! `egressctl dns`, the addresses every replica answers alike.
 
 use std::time::{Duration, Instant};
 
-use egress_admin::api::Fleet;
+use egress_admin::api::{DnsAllocations, Fleet};
 
 use super::commands::Ctl;
 use super::input::parse;
@@ -49,6 +50,32 @@ impl Ctl {
                 }
             )))
         }
+    }
+}
+
+impl Ctl {
+    /// `egressctl dns`: host → address, as every replica answers it.
+    pub(super) async fn dns(&self) -> Result<(), Failure> {
+        let reply = self.get("/dns/allocations", "application/json").await?;
+        let list: DnsAllocations = parse(&reply)?;
+        match self.output {
+            Output::Json | Output::Yaml => {
+                self.emit(&serde_json::to_value(&list).unwrap_or_default())
+            }
+            Output::Table if list.allocations.is_empty() => println!(
+                "no address allocated (policy version {}): no dns listener has auto_allocate, or no rule lists a port of a tcp listener with route_by: destination_address",
+                list.version
+            ),
+            Output::Table => {
+                let rows: Vec<Vec<String>> = list
+                    .allocations
+                    .iter()
+                    .map(|a| vec![a.host.clone(), a.address.clone(), a.range.clone()])
+                    .collect();
+                print!("{}", show::table(&["HOST", "ADDRESS", "RANGE"], &rows));
+            }
+        }
+        Ok(())
     }
 }
 

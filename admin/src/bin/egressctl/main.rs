@@ -97,6 +97,8 @@ pub(crate) enum Command {
     /// Translate configuration of other systems into policy.
     #[command(subcommand)]
     Import(ImportCommand),
+    /// The address each TCP service got from a dns listener's auto_allocate.
+    Dns,
     /// Every replica sharing the etcd policy store, and whether they serve the same
     /// version. Exit 0 once all have converged, 1 when they still disagree after --wait.
     Fleet {

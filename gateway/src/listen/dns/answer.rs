@@ -184,6 +184,12 @@ pub fn answer(asked: &Asked<'_>, request: &Message) -> Outcome {
             add_addresses(asked, &mut response, query.name(), name, rtype);
             reply(response, Decided::WouldDeny, rule, Some("audit_would_deny"))
         }
+        // A search expansion nobody serves: NXDOMAIN whatever `on_deny` says, since a
+        // resolver stops walking its search list at REFUSED.
+        Verdict::Allow | Verdict::Deny if internal => {
+            response.set_response_code(ResponseCode::NXDomain);
+            reply(response, Decided::Deny, rule, None)
+        }
         Verdict::Allow | Verdict::Deny => {
             response.set_response_code(on_deny);
             reply(response, Decided::Deny, rule, None)

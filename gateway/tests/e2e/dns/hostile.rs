@@ -145,3 +145,52 @@ async fn a_flood_of_ten_thousand_queries_is_answered_or_refused_and_counted() {
         refused as f64
     );
 }
+
+#[tokio::test]
+async fn tcp_connections_over_the_cap_are_closed_and_counted() {
+    let gw = egress_gateway::testing::TestGateway::builder(&policy("deny", ""))
+        .configure(|c| c.limits.dns_tcp_connections = 2)
+        .start()
+        .await;
+    let dns = gw.addr("dns");
+    let _first = egress_testkit::client::connect(dns).await.unwrap();
+    let _second = egress_testkit::client::connect(dns).await.unwrap();
+    let m = Exposition::wait(&gw, |m| {
+        m.value_or_zero("egress_connections_active", &["listener=\"dns\""]) >= 2.0
+    })
+    .await;
+    assert_eq!(
+        m.value("egress_connections_active", &["listener=\"dns\""]),
+        2.0
+    );
+    let mut third = egress_testkit::client::connect(dns).await.unwrap();
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_end(&mut third, &mut sink),
+    )
+    .await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the third connection is closed"
+    );
+    let m = Exposition::wait(&gw, |m| {
+        m.value_or_zero(
+            "egress_connections_refused_total",
+            &["reason=\"dns_tcp_connections\""],
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        m.value(
+            "egress_connections_refused_total",
+            &["listener=\"dns\"", "reason=\"dns_tcp_connections\""]
+        ),
+        1.0
+    );
+    // UDP is not held up by the idle connections.
+    assert_eq!(
+        dig(dns, &["api.example.com"]).await.data("A"),
+        ["127.0.0.1"]
+    );
+}

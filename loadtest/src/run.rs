@@ -207,7 +207,14 @@ async fn connection(shared: Arc<Shared>, index: usize) -> Tally {
             }
             None => (Instant::now(), true),
         };
-        if Instant::now() >= shared.deadline {
+        // A closed loop stops at the deadline. An open loop sends every request scheduled
+        // before it, also one a slow answer delayed past it (dropping those would hide
+        // exactly the slowness being measured), unless it is a whole timeout behind.
+        let stop_at = match &schedule {
+            Some(_) => shared.deadline + shared.timeout,
+            None => shared.deadline,
+        };
+        if Instant::now() >= stop_at {
             break;
         }
         if let Some(limit) = shared.max_requests {

@@ -231,6 +231,7 @@ pub async fn start(config: Config) -> Result<Gateway, StartError> {
                 .then(|| Arc::clone(&sink)),
             pool: Pool::new(metrics.upstream.clone()),
             metrics: metrics.clone(),
+            rule_limits: Default::default(),
         },
         recording: Arc::new(Recording::new(
             Auditor::new(format, Arc::clone(&sink)),

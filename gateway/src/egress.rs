@@ -7,6 +7,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+pub mod limits;
+
 use crate::error::EgressError;
 use crate::guard;
 use crate::metrics::{LookupResult, Metrics};
@@ -65,6 +67,8 @@ pub struct Egress {
     /// With `audit.on_error: fail_closed`, the audit writer: while it cannot write,
     /// nothing is let out (503 `OM` `audit_log_unavailable`).
     pub audit_gate: Option<Arc<crate::audit::AuditSink>>,
+    /// The state of rules' `rate_limit` and `max_concurrent`.
+    pub rule_limits: limits::RuleLimits,
 }
 
 /// A decision with the policy snapshot it was made on.
@@ -117,6 +121,48 @@ impl Judged {
 }
 
 impl Egress {
+    /// Applies the deciding rule's `rate_limit` and `max_concurrent` to one request or
+    /// tunnel from `source`; hold what it returns while the work is in flight. Traffic
+    /// no rule decided (allow and audit modes) has no limit.
+    ///
+    /// Fails with 429 `RL` when the bucket is empty, 503 `UO` at `max_concurrent`.
+    pub fn admit(
+        &self,
+        judged: &Judged,
+        route: &Route,
+        source: &Source,
+    ) -> Result<limits::Admitted, EgressError> {
+        let Some(rule) = &judged.decision.rule else {
+            return Ok(limits::Admitted::none());
+        };
+        let refused = match self.rule_limits.admit(&rule.name, route, source.addr.ip()) {
+            Ok(admitted) => return Ok(admitted),
+            Err(refused) => refused,
+        };
+        let (kind, error) = match refused {
+            limits::Limited::Rate(retry_after) => (
+                "rate_limit",
+                EgressError::RateLimited {
+                    rule: rule.name.to_string(),
+                    per_second: route.rate_limit.map_or(0, |l| l.per_second),
+                    retry_after,
+                },
+            ),
+            limits::Limited::Concurrency(limit) => (
+                "max_concurrent",
+                EgressError::TooManyConcurrent {
+                    rule: rule.name.to_string(),
+                    limit,
+                },
+            ),
+        };
+        self.metrics
+            .rule_limited
+            .with_label_values(&[&rule.name, kind])
+            .inc();
+        Err(error)
+    }
+
     /// Decides `destination` for `source` on `listener` against the policy in force.
     pub fn decide(&self, destination: &Destination, listener: &str, source: &Source) -> Judged {
         let policy = self.store.current();
@@ -265,6 +311,7 @@ mod tests {
             pool: Pool::new(metrics.upstream.clone()),
             metrics,
             audit_gate: None,
+            rule_limits: limits::RuleLimits::default(),
         }
     }
 

@@ -112,6 +112,24 @@ pub enum EgressError {
     /// A local limit refused the work.
     #[error("overloaded: {0}")]
     Overflow(String),
+    /// The rule's `rate_limit` has no token left.
+    #[error("rule {rule} lets out at most {per_second} requests a second; try again in {}s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// The rule.
+        rule: String,
+        /// Its rate.
+        per_second: u32,
+        /// When a token comes.
+        retry_after: Duration,
+    },
+    /// The rule's `max_concurrent` are in flight.
+    #[error("rule {rule} lets out at most {limit} requests at once")]
+    TooManyConcurrent {
+        /// The rule.
+        rule: String,
+        /// Its `max_concurrent`.
+        limit: u32,
+    },
 }
 
 /// Why TLS to an upstream failed: a bounded label of
@@ -194,12 +212,14 @@ impl EgressError {
             }
             EgressError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             EgressError::UpstreamProtocol { .. } => StatusCode::BAD_GATEWAY,
+            EgressError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             EgressError::Dns { .. }
             | EgressError::Connect { .. }
             | EgressError::ConnectTimeout { .. }
             | EgressError::UpstreamTls { .. }
             | EgressError::UpstreamReset { .. }
             | EgressError::Overflow(_)
+            | EgressError::TooManyConcurrent { .. }
             | EgressError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -216,7 +236,10 @@ impl EgressError {
             EgressError::UpstreamTimeout { .. } => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             EgressError::UpstreamReset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             EgressError::UpstreamProtocol { .. } => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
-            EgressError::Overflow(_) => ResponseFlags::UPSTREAM_OVERFLOW,
+            EgressError::Overflow(_) | EgressError::TooManyConcurrent { .. } => {
+                ResponseFlags::UPSTREAM_OVERFLOW
+            }
+            EgressError::RateLimited { .. } => ResponseFlags::RATE_LIMITED,
             EgressError::AuditUnavailable => ResponseFlags::OVERLOAD_MANAGER,
         }
     }
@@ -249,7 +272,19 @@ impl EgressError {
                 Cow::Borrowed("upstream_reset_before_response_started{protocol_error}")
             }
             EgressError::Overflow(_) => Cow::Borrowed("overflow"),
+            EgressError::RateLimited { .. } => Cow::Borrowed("rate_limited"),
+            EgressError::TooManyConcurrent { .. } => Cow::Borrowed("overflow{max_concurrent}"),
             EgressError::AuditUnavailable => Cow::Borrowed("audit_log_unavailable"),
+        }
+    }
+
+    /// The `Retry-After` a refusal by a rate limit answers with, in whole seconds.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            EgressError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
         }
     }
 

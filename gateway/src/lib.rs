@@ -25,6 +25,7 @@ pub mod import;
 pub mod listen;
 pub mod metrics;
 pub mod policy;
+pub mod rate;
 pub mod relay;
 pub mod resolve;
 pub mod source;

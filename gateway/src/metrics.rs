@@ -93,6 +93,8 @@ pub struct Metrics {
     pub revision_lag: IntGauge,
     /// Connections refused by a connection limit, by listener and limit.
     pub connections_refused: IntCounterVec,
+    /// Requests and tunnels a rule's limit refused, by rule and limit.
+    pub rule_limited: IntCounterVec,
 }
 
 /// A bounded label for an HTTP status code: the code itself for 100-599 (and 0, no
@@ -322,6 +324,14 @@ impl Metrics {
             &["listener", "reason"],
         )?;
         registry.register(Box::new(connections_refused.clone()))?;
+        let rule_limited = IntCounterVec::new(
+            Opts::new(
+                "egress_rule_limited_total",
+                "Requests and tunnels refused by a rule's limit, by rule and limit (rate_limit: 429 RL; max_concurrent: 503 UO)",
+            ),
+            &["rule", "limit"],
+        )?;
+        registry.register(Box::new(rule_limited.clone()))?;
         registry.register(Box::new(listener_bind_errors.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
         registry.register(Box::new(fleet_members.clone()))?;
@@ -381,6 +391,7 @@ impl Metrics {
             fleet_members,
             revision_lag,
             connections_refused,
+            rule_limited,
         })
     }
 

@@ -307,6 +307,8 @@ fn rule_doc(
         allow_private: None,
         upstream_protocol: None,
         ca_file: s.ca_file,
+        rate_limit: None,
+        max_concurrent: None,
     }
 }
 

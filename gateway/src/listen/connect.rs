@@ -24,6 +24,7 @@ use super::preface::Rewind;
 use super::{http, Accepted, Context, Downstream};
 use crate::audit::{Recorder, ResponseFlags};
 use crate::connections::Kind;
+use crate::egress::limits::Admitted;
 use crate::egress::Destination;
 use crate::error::EgressError;
 use crate::policy::Verdict;
@@ -45,6 +46,8 @@ struct Opened {
     rule: Option<String>,
     upstream: TcpStream,
     idle_timeout: Duration,
+    /// Counted by its rule's `max_concurrent` while the tunnel lasts.
+    admitted: Admitted,
 }
 
 /// Answers a CONNECT: `200` and a tunnel task once the upstream is connected, or the
@@ -104,6 +107,7 @@ async fn open(
         });
     }
     recorder.record().upstream_cluster = Some(destination.cluster_name());
+    let admitted = ctx.egress.admit(&judged, &route, &accepted.source)?;
     let addrs = ctx.egress.addresses(&route, &destination).await?;
     let (upstream, Endpoints { peer, local }) =
         connect_tcp(&addrs, route.connect_timeout, &ctx.egress.metrics.upstream)
@@ -123,6 +127,7 @@ async fn open(
         rule: judged.rule_name().map(str::to_owned),
         upstream,
         idle_timeout: route.idle_timeout,
+        admitted,
     })
 }
 
@@ -164,6 +169,7 @@ async fn run(
         destination,
         mut upstream,
         idle_timeout,
+        admitted: _admitted,
         ..
     } = opened;
 

@@ -20,9 +20,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::rate::RateLimiter;
 use super::Context;
 use crate::policy::{DnsListener, Listener};
+use crate::rate::RateLimiter;
 use crate::resolve::Forwarded;
 use crate::source::Source;
 use answer::{Asked, Decided, Outcome, Reply};
@@ -411,7 +411,7 @@ impl Server {
         let Some(ip) = route_to(peer) else {
             return local;
         };
-        if routes.len() >= super::rate::MAX_KEYS {
+        if routes.len() >= crate::rate::MAX_KEYS {
             routes.clear();
         }
         routes.insert(peer.ip(), ip);

@@ -23,6 +23,7 @@ use super::preface::{Rewind, Verdict as Preface};
 use super::{Accepted, Context, Downstream};
 use crate::audit::Recorder;
 use crate::connections::Kind;
+use crate::egress::limits::Admitted;
 use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
 use crate::policy::{Listener, Protocol, Verdict};
@@ -117,7 +118,10 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     let body_failed =
         (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
     let response = match exchange(&conn, req, &mut recorder, body_failed.as_ref()).await {
-        Ok((response, lease, deadline)) => upstream_response(response, lease, deadline, recorder),
+        Ok((response, lease, deadline, admitted)) => {
+            upstream_response(response, lease, deadline, recorder)
+                .map(|body| body.with_admitted(admitted))
+        }
         Err(e) if body_failed.is_some_and(|failed| failed.load(Ordering::Relaxed)) => local_reply(
             EgressError::BadRequest {
                 reason: "invalid_request_body",
@@ -130,7 +134,7 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     response.map(|body| body.with_in_flight(in_flight))
 }
 
-type Exchanged = (Response<Incoming>, Lease, Option<Instant>);
+type Exchanged = (Response<Incoming>, Lease, Option<Instant>, Admitted);
 
 /// decide → resolve → guard → send, filling the record as it goes.
 async fn exchange(
@@ -156,6 +160,7 @@ async fn exchange(
     recorder.record().route_name = judged.route_name();
     let route = judged.route(&destination)?;
     let egress = &conn.ctx.egress;
+    let admitted = egress.admit(&judged, &route, &accepted.source)?;
     let transport = Transport::for_route(&route, &destination.host, egress.store.dir());
     let upstream = Destination {
         port: transport.upstream_port(destination.port),
@@ -197,7 +202,7 @@ async fn exchange(
         Verdict::WouldDeny => would_deny_details(&judged).into(),
         _ => "via_upstream".into(),
     });
-    Ok((response, lease, deadline))
+    Ok((response, lease, deadline, admitted))
 }
 
 fn would_deny_details(judged: &Judged) -> String {
@@ -411,6 +416,9 @@ pub(super) fn local_reply(error: EgressError, mut recorder: Recorder) -> Respons
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
+    if let Some(seconds) = error.retry_after() {
+        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     if close {
         // After a request we refuse to parse, the rest of the stream cannot be trusted.
         headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));

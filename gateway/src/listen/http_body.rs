@@ -93,6 +93,8 @@ pub struct ResponseBody {
     recorder: Option<Recorder>,
     sent: u64,
     in_flight: Option<InFlight>,
+    /// The rule's limits count the request in flight until its body is done.
+    admitted: Option<crate::egress::limits::Admitted>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -111,6 +113,7 @@ impl ResponseBody {
             recorder: Some(recorder),
             sent: 0,
             in_flight: None,
+            admitted: None,
         }
     }
 
@@ -121,6 +124,7 @@ impl ResponseBody {
             recorder: None,
             sent: 0,
             in_flight: None,
+            admitted: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl ResponseBody {
             recorder: Some(recorder),
             sent: 0,
             in_flight: None,
+            admitted: None,
         }
     }
 
@@ -149,8 +154,15 @@ impl ResponseBody {
         self
     }
 
+    /// Keeps the request counted by its rule's `max_concurrent` until this body is done.
+    pub fn with_admitted(mut self, admitted: crate::egress::limits::Admitted) -> Self {
+        self.admitted = Some(admitted);
+        self
+    }
+
     fn finish(&mut self, flag: Option<ResponseFlags>) {
         self.in_flight = None;
+        self.admitted = None;
         if let Source::Upstream { lease, .. } = &mut self.source {
             // Only a body read to its end leaves the connection reusable.
             if let Some(lease) = lease.take() {

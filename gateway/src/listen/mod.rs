@@ -13,7 +13,6 @@ mod http_body;
 mod http_conn;
 mod preface;
 pub mod proxy;
-pub mod rate;
 pub mod tcp;
 pub mod tls;
 pub mod tls_in;

@@ -11,6 +11,7 @@ use tokio::net::TcpStream;
 use super::{Accepted, Context, Downstream};
 use crate::audit::{AuditRecord, Recorder, ResponseFlags};
 use crate::connections::{Entry, Kind, Registration};
+use crate::egress::limits::Admitted;
 use crate::egress::{Destination, Judged};
 use crate::error::EgressError;
 use crate::policy::{Route, Verdict};
@@ -29,6 +30,8 @@ pub(crate) struct Tunnel {
     accepted: Accepted,
     registration: Registration,
     recorder: Recorder,
+    /// Counted by its rule's `max_concurrent` while the tunnel lasts.
+    admitted: Option<Admitted>,
 }
 
 /// An upstream connection made for a tunnel, and the route it was made under.
@@ -60,6 +63,7 @@ impl Tunnel {
             accepted,
             registration,
             recorder,
+            admitted: None,
         }
     }
 
@@ -106,6 +110,8 @@ impl Tunnel {
             self.recorder.record().response_code_details =
                 Some(format!("audit_would_deny[{rule}]").into());
         }
+        let egress = &self.ctx.egress;
+        self.admitted = Some(egress.admit(&judged, &route, &self.accepted.source)?);
         let addrs = self.ctx.egress.addresses(&route, &destination).await?;
         let connects = &self.ctx.egress.metrics.upstream;
         let (stream, endpoints) =

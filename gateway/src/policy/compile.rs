@@ -20,6 +20,7 @@ use super::{PolicyError, PolicyErrors, PolicyFile};
 use crate::wire::host::parse_authority;
 
 mod dns;
+mod limits;
 
 // Also reachable here, where the policy is compiled.
 pub use super::store::load_dir;
@@ -434,6 +435,7 @@ impl Compiler {
         let idle = self.timeout(at, path, "idle_timeout", &doc.idle_timeout);
         let request_timeout =
             self.request_timeout(at, path, &doc.request_timeout, defaults.request_timeout);
+        let (rate_limit, max_concurrent) = self.limits(at, path, doc);
         if self.errors.len() > before {
             return None;
         }
@@ -453,6 +455,8 @@ impl Compiler {
                 allow_private: doc.allow_private.unwrap_or(defaults.allow_private),
                 upstream_protocol: doc.upstream_protocol.unwrap_or_default(),
                 ca_file: doc.ca_file.clone().map(Into::into),
+                rate_limit,
+                max_concurrent,
             },
         })
     }

@@ -180,6 +180,37 @@ pub struct RuleDoc {
     /// PEM CA bundle trusted for the upstream, besides the web PKI roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Requests and tunnels a second this rule lets out (a token bucket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitDoc>,
+    /// Requests and tunnels of this rule in flight at once; more get 503 `UO`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<i64>,
+}
+
+/// A rule's `rate_limit`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitDoc {
+    /// Tokens added a second.
+    pub requests_per_second: i64,
+    /// Tokens saved up at most (`requests_per_second` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<i64>,
+    /// One bucket for the rule (default), or one per client address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<RatePer>,
+}
+
+/// Whose requests share a rate limit's bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RatePer {
+    /// Everyone the rule allows.
+    #[default]
+    Rule,
+    /// Each client address on its own.
+    Source,
 }
 
 /// A rule's `upstream_protocol`.

@@ -25,7 +25,7 @@ use crate::source::Source;
 use crate::wire::host::Host;
 
 pub use compile::compile;
-pub use document::{Action, Mode, OnDeny, Protocol, RouteBy, UpstreamProtocol};
+pub use document::{Action, Mode, OnDeny, Protocol, RatePer, RouteBy, UpstreamProtocol};
 pub use hosts::HostPattern;
 pub use names::NameDecision;
 pub use store::{load_dir, PolicyStore, PolicyWatcher};
@@ -215,6 +215,21 @@ pub struct Route {
     pub upstream_protocol: UpstreamProtocol,
     /// Extra CA bundle for the upstream's certificate.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Requests and tunnels a second.
+    pub rate_limit: Option<RateLimit>,
+    /// Requests and tunnels in flight at once.
+    pub max_concurrent: Option<u32>,
+}
+
+/// A rule's token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateLimit {
+    /// Tokens a second.
+    pub per_second: u32,
+    /// Tokens saved up at most.
+    pub burst: u32,
+    /// One bucket for the rule, or one per client address.
+    pub per: RatePer,
 }
 
 /// What is being asked: one destination, from one source, on one listener.
@@ -346,6 +361,8 @@ impl Policy {
             allow_private: self.defaults.allow_private,
             upstream_protocol: UpstreamProtocol::Http1,
             ca_file: None,
+            rate_limit: None,
+            max_concurrent: None,
         }
     }
 

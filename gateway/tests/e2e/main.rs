@@ -29,6 +29,7 @@ mod mtls;
 mod observability;
 mod proxy_protocol;
 mod reload;
+mod rule_limits;
 mod stats;
 mod tcp;
 mod tls_origination;

@@ -36,7 +36,7 @@ fn policy(n: usize) -> Policy {
     }
     let file = PolicyFile {
         name: "bench.yaml".into(),
-        text,
+        text: text.into(),
     };
     compile(&[file]).unwrap()
 }

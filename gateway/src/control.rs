@@ -341,7 +341,7 @@ fn candidate(
             // Checked as sent first, so that error lines point into the JSON.
             let files = [PolicyFile {
                 name: "request body".to_owned(),
-                text,
+                text: text.into(),
             }];
             compile(&files).map_err(|errors| WriteError::Invalid {
                 errors,

@@ -28,7 +28,7 @@ fn import(text: &str) -> (Imported, Policy) {
     let imported = istio(text).unwrap();
     let file = PolicyFile {
         name: "imported.yaml".to_owned(),
-        text: imported.policy.clone(),
+        text: imported.policy.clone().into(),
     };
     let policy = compile(&[file]).unwrap_or_else(|e| panic!("{e}\n{}", imported.policy));
     (imported, policy)

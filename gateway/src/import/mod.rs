@@ -135,7 +135,7 @@ pub fn istio(text: &str) -> Result<Imported, ImportError> {
     let rendered = model.render(&mut report);
     let file = PolicyFile {
         name: "imported.yaml".to_owned(),
-        text: rendered.text.clone(),
+        text: rendered.text.as_str().into(),
     };
     compile(std::slice::from_ref(&file)).map_err(ImportError)?;
     Ok(Imported {

@@ -78,6 +78,31 @@ impl Parsed<'_> {
 #[derive(Default)]
 struct Compiler {
     errors: Vec<PolicyError>,
+    /// One copy of each distinct route, port list and listener list: a policy of 100k
+    /// rules has a handful of each.
+    shared: Shared,
+}
+
+#[derive(Default)]
+struct Shared {
+    routes: HashMap<Route, Arc<Route>>,
+    ports: HashMap<Vec<u16>, Arc<[u16]>>,
+    listeners: HashMap<Vec<String>, Arc<[String]>>,
+}
+
+/// The shared copy of `value`, made on first use.
+fn share<K, V>(map: &mut HashMap<K, Arc<V>>, key: K) -> Arc<V>
+where
+    K: std::hash::Hash + Eq + Clone,
+    V: ?Sized,
+    Arc<V>: From<K>,
+{
+    if let Some(shared) = map.get(&key) {
+        return Arc::clone(shared);
+    }
+    let value = Arc::from(key.clone());
+    map.insert(key, Arc::clone(&value));
+    value
 }
 
 impl Compiler {
@@ -213,19 +238,26 @@ impl Compiler {
     }
 
     fn listeners(&mut self, docs: &[Parsed<'_>]) -> Vec<Listener> {
+        // Where a name or an address was first declared: (document, listener) indices,
+        // turned into `file:line` only for a message, so that a valid set never builds
+        // a line index.
+        let first = |d: usize, i: usize| place(&docs[d], &format!("listeners[{i}].name"));
         let mut out: Vec<Listener> = Vec::new();
-        let mut seen: HashMap<&str, String> = HashMap::new();
-        let mut bound: Vec<(IpAddr, u16, String, String)> = Vec::new();
-        for at in docs {
+        let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
+        let mut bound: Vec<(IpAddr, u16, &str, (usize, usize))> = Vec::new();
+        for (d, at) in docs.iter().enumerate() {
             for (i, doc) in at.doc.listeners.iter().enumerate() {
                 let path = format!("listeners[{i}]");
-                let here = place(at, &format!("{path}.name"));
                 self.name(at, format!("{path}.name"), &doc.name);
-                if let Some(prev) = seen.get(doc.name.as_str()) {
-                    let message = format!("listener name {:?} already used in {prev}", doc.name);
+                if let Some(&(pd, pi)) = seen.get(doc.name.as_str()) {
+                    let message = format!(
+                        "listener name {:?} already used in {}",
+                        doc.name,
+                        first(pd, pi)
+                    );
                     self.error(at, format!("{path}.name"), message);
                 } else {
-                    seen.insert(&doc.name, here.clone());
+                    seen.insert(&doc.name, (d, i));
                 }
                 let Some(listener) = self.listener(at, &path, doc) else {
                     continue;
@@ -236,14 +268,16 @@ impl Compiler {
                             || ip.is_unspecified()
                             || listener.address.is_unspecified())
                 });
-                if let Some((ip, port, name, prev)) = clash {
+                if let Some(&(ip, port, name, (pd, pi))) = clash {
                     let message = format!(
-                        "{} port {} overlaps listener {name:?} on {ip} port {port} ({prev})",
-                        listener.address, listener.port
+                        "{} port {} overlaps listener {name:?} on {ip} port {port} ({})",
+                        listener.address,
+                        listener.port,
+                        first(pd, pi)
                     );
                     self.error(at, format!("{path}.port"), message);
                 }
-                bound.push((listener.address, listener.port, doc.name.clone(), here));
+                bound.push((listener.address, listener.port, &doc.name, (d, i)));
                 out.push(listener);
             }
         }
@@ -351,16 +385,18 @@ impl Compiler {
             .collect();
         let mut rules = Vec::new();
         let mut hosts = HostMatcher::default();
-        let mut seen: HashMap<&str, String> = HashMap::new();
-        for at in docs {
+        // (document, rule) of each name's first use: a place is only made for a message.
+        let mut seen: HashMap<&str, (usize, usize)> = HashMap::new();
+        for (d, at) in docs.iter().enumerate() {
             for (i, doc) in at.doc.rules.iter().enumerate() {
                 let path = format!("rules[{i}]");
                 self.name(at, format!("{path}.name"), &doc.name);
-                if let Some(prev) = seen.get(doc.name.as_str()) {
+                if let Some(&(pd, pi)) = seen.get(doc.name.as_str()) {
+                    let prev = place(&docs[pd], &format!("rules[{pi}].name"));
                     let message = format!("rule name {:?} already used in {prev}", doc.name);
                     self.error(at, format!("{path}.name"), message);
                 } else {
-                    seen.insert(&doc.name, place(at, &format!("{path}.name")));
+                    seen.insert(&doc.name, (d, i));
                 }
                 let Some(rule) = self.rule(at, &path, doc, defaults, &declared) else {
                     continue;
@@ -439,25 +475,27 @@ impl Compiler {
         if self.errors.len() > before {
             return None;
         }
+        let shared = &mut self.shared;
+        let route = Route {
+            connect_timeout: connect.unwrap_or(defaults.connect_timeout),
+            request_timeout,
+            idle_timeout: idle.unwrap_or(defaults.idle_timeout),
+            endpoints,
+            tls_origination: doc.tls_origination.unwrap_or(false),
+            allow_private: doc.allow_private.unwrap_or(defaults.allow_private),
+            upstream_protocol: doc.upstream_protocol.unwrap_or_default(),
+            ca_file: doc.ca_file.clone().map(Into::into),
+            rate_limit,
+            max_concurrent,
+        };
         Some(Rule {
             name: doc.name.as_str().into(),
-            hosts,
+            hosts: hosts.into_boxed_slice(),
             action: doc.action,
-            ports: ports.map(dedup),
-            sources: sources.unwrap_or_default(),
-            listeners: listeners.map(dedup),
-            route: Route {
-                connect_timeout: connect.unwrap_or(defaults.connect_timeout),
-                request_timeout,
-                idle_timeout: idle.unwrap_or(defaults.idle_timeout),
-                endpoints,
-                tls_origination: doc.tls_origination.unwrap_or(false),
-                allow_private: doc.allow_private.unwrap_or(defaults.allow_private),
-                upstream_protocol: doc.upstream_protocol.unwrap_or_default(),
-                ca_file: doc.ca_file.clone().map(Into::into),
-                rate_limit,
-                max_concurrent,
-            },
+            ports: ports.map(|p| share(&mut shared.ports, dedup(p))),
+            sources: sources.unwrap_or_default().into_boxed_slice(),
+            listeners: listeners.map(|l| share(&mut shared.listeners, dedup(l))),
+            route: share(&mut shared.routes, route),
         })
     }
 

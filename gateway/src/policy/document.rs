@@ -214,7 +214,7 @@ pub enum RatePer {
 }
 
 /// A rule's `upstream_protocol`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 (or what ALPN picks under TLS origination).

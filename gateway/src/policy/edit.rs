@@ -43,7 +43,7 @@ pub fn to_yaml(doc: &Document, comment: &str) -> String {
 /// kept), several merged into one document.
 pub fn as_one_yaml(files: &[PolicyFile], comment: &str) -> String {
     match files {
-        [one] => one.text.clone(),
+        [one] => one.text.to_string(),
         _ => {
             let names: Vec<&str> = files
                 .iter()

@@ -35,8 +35,8 @@ pub use store::{load_dir, PolicyStore, PolicyWatcher};
 pub struct PolicyFile {
     /// Where it came from, as printed in errors (`policies/a.yaml`).
     pub name: String,
-    /// The YAML text.
-    pub text: String,
+    /// The YAML text, shared by every kept version that has it unchanged.
+    pub text: Arc<str>,
 }
 
 /// One problem in a policy set.
@@ -173,17 +173,17 @@ pub struct Rule {
     /// Unique name; ROUTE_NAME in the audit line, shared with every record it decides.
     pub name: std::sync::Arc<str>,
     /// The host patterns it lists, canonical.
-    pub hosts: Vec<HostPattern>,
+    pub hosts: Box<[HostPattern]>,
     /// Allow or deny.
     pub action: Action,
-    /// Destination ports; `None` = any.
-    pub ports: Option<Vec<u16>>,
+    /// Destination ports; `None` = any. Rules listing the same ports share one list.
+    pub ports: Option<Arc<[u16]>>,
     /// Who may use it; empty = anyone.
-    pub sources: Vec<SourceMatch>,
-    /// Which listeners it applies to; `None` = all.
-    pub listeners: Option<Vec<String>>,
-    /// How allowed traffic is forwarded.
-    pub route: Route,
+    pub sources: Box<[SourceMatch]>,
+    /// Which listeners it applies to; `None` = all. Shared like `ports`.
+    pub listeners: Option<Arc<[String]>>,
+    /// How allowed traffic is forwarded; rules with the same settings share one.
+    pub route: Arc<Route>,
 }
 
 /// A `sources` entry.
@@ -196,7 +196,7 @@ pub enum SourceMatch {
 }
 
 /// How allowed traffic is forwarded: the rule's settings over the defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
@@ -345,7 +345,7 @@ impl Policy {
     /// The settings for traffic that `decision` lets out.
     pub fn route<'a>(&'a self, decision: &'a Decision) -> std::borrow::Cow<'a, Route> {
         match &decision.rule {
-            Some(rule) => std::borrow::Cow::Borrowed(&rule.route),
+            Some(rule) => std::borrow::Cow::Borrowed(&*rule.route),
             None => std::borrow::Cow::Owned(self.default_route()),
         }
     }

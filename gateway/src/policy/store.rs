@@ -39,12 +39,31 @@ const DEBOUNCE: Duration = Duration::from_millis(150);
 /// A steady stream of events still reloads this often.
 const MAX_DELAY: Duration = Duration::from_secs(2);
 
+/// Gives the files that `current` has unchanged the text already in memory, so that
+/// the versions kept share one copy of each text.
+fn share_unchanged(files: &mut [PolicyFile], current: &[PolicyFile]) {
+    for file in files {
+        let same = current
+            .iter()
+            .find(|kept| kept.name == file.name && kept.text == file.text);
+        if let Some(kept) = same {
+            file.text = Arc::clone(&kept.text);
+        }
+    }
+}
+
 /// Reads every top-level `*.yaml` / `*.yml` of `dir` (sorted by name) and compiles them.
 /// Dotfiles and subdirectories (such as `.history/`) are not read; symbolic links are
 /// followed, as a mounted ConfigMap's files are links.
 ///
 /// Fails when the directory cannot be read or the set does not compile.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let (files, errors) = read_dir(dir)?;
+    compile_read(&files, errors)
+}
+
+/// The policy files of `dir`, and the errors of those that could not be read.
+fn read_dir(dir: &Path) -> Result<(Vec<PolicyFile>, Vec<PolicyError>), PolicyErrors> {
     let dir_error = |e: std::io::Error| {
         PolicyErrors(vec![PolicyError {
             file: dir.display().to_string(),
@@ -74,7 +93,7 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
         match std::fs::read_to_string(&path) {
             Ok(text) => files.push(PolicyFile {
                 name: display,
-                text,
+                text: text.into(),
             }),
             Err(e) => errors.push(PolicyError {
                 file: display,
@@ -84,7 +103,16 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
             }),
         }
     }
-    match compile(&files) {
+    Ok((files, errors))
+}
+
+/// Compiles what [`read_dir`] read; a file that could not be read fails the set, with
+/// every error of the others.
+fn compile_read(
+    files: &[PolicyFile],
+    mut errors: Vec<PolicyError>,
+) -> Result<Policy, PolicyErrors> {
+    match compile(files) {
         Ok(policy) if errors.is_empty() => Ok(policy),
         Ok(_) => Err(PolicyErrors(errors)),
         Err(PolicyErrors(more)) => {
@@ -361,11 +389,15 @@ impl PolicyStore {
             .reloading
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let policy = load_dir(dir)?;
+        // Read and compared before compiling: most reloads (the history written beside
+        // the files, an editor's swap file) change nothing.
+        let (mut files, errors) = read_dir(dir)?;
         let current = self.current.load_full();
-        if policy.sources == current.sources {
+        if errors.is_empty() && files == current.sources {
             return Ok((self.version(), false));
         }
+        share_unchanged(&mut files, &current.sources);
+        let policy = compile_read(&files, errors)?;
         let meta = self.next_meta(&current, &policy, DIRECTORY_AUTHOR);
         Ok((self.swap(policy, meta), true))
     }

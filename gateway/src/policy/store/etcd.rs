@@ -443,7 +443,7 @@ impl Etcd {
             Ok(Stored::Manifest(manifest)) => self.fetch_set(&manifest).await,
             Ok(Stored::Plain(text)) => Ok(Ok(vec![PolicyFile {
                 name: layout::PLAIN_FILE.to_owned(),
-                text,
+                text: text.into(),
             }])),
             Err(e) => Ok(Err(e)),
         }
@@ -543,7 +543,7 @@ impl Etcd {
                 .iter()
                 .map(|f| CachedFile {
                     name: f.name.clone(),
-                    text: f.text.clone(),
+                    text: f.text.to_string(),
                 })
                 .collect(),
         };
@@ -580,7 +580,7 @@ impl Etcd {
             .into_iter()
             .map(|f| PolicyFile {
                 name: f.name,
-                text: f.text,
+                text: f.text.into(),
             })
             .collect();
         Some((cache.version, cache.meta, files))

@@ -139,7 +139,10 @@ fn read_version(path: &Path) -> std::io::Result<Kept> {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".yaml") || name.ends_with(".yml") {
             let text = std::fs::read_to_string(entry.path())?;
-            files.push(PolicyFile { name, text });
+            files.push(PolicyFile {
+                name,
+                text: text.into(),
+            });
         }
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));

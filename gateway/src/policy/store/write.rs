@@ -115,7 +115,7 @@ impl PolicyStore {
         let candidate = prepare(&current)?;
         let files = vec![PolicyFile {
             name: dir.join(POLICY_FILE).display().to_string(),
-            text: candidate.text.clone(),
+            text: candidate.text.as_str().into(),
         }];
         let policy = compile(&files).map_err(|errors| WriteError::Invalid {
             errors,
@@ -188,7 +188,7 @@ impl PolicyStore {
             meta: meta.clone(),
             files: vec![PolicyFile {
                 name: POLICY_FILE.to_owned(),
-                text: text.to_owned(),
+                text: text.into(),
             }],
         };
         history::save(dir, &new)?;
@@ -221,7 +221,7 @@ fn warn_unapplied(dir: &Path, names: &[String], in_force: &Kept) {
     for name in names {
         let on_disk = std::fs::read_to_string(dir.join(name)).ok();
         let applied = in_force.files.iter().find(|f| &f.name == name);
-        if on_disk.as_deref() != applied.map(|f| f.text.as_str()) {
+        if on_disk.as_deref() != applied.map(|f| &*f.text) {
             tracing::warn!(file = %name, "replacing a policy file whose content was never applied (an invalid edit?)");
         }
     }

@@ -10,7 +10,7 @@ fn files(docs: &[(&str, &str)]) -> Vec<PolicyFile> {
     docs.iter()
         .map(|(name, text)| PolicyFile {
             name: (*name).to_owned(),
-            text: (*text).to_owned(),
+            text: (*text).to_owned().into(),
         })
         .collect()
 }

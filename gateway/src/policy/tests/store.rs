@@ -137,3 +137,39 @@ async fn the_watcher_follows_a_configmap_data_symlink_swap() {
     let host = store.current().rules()[0].hosts[0].to_string();
     assert_eq!(host, "v2.example.com");
 }
+
+#[test]
+fn kept_versions_share_the_text_of_a_file_that_did_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "big.yaml", GOOD);
+    write(
+        dir.path(),
+        "small.yaml",
+        "rules:\n  - {name: s1, hosts: [s1.example.com]}\n",
+    );
+    let store = PolicyStore::open(dir.path().to_owned()).unwrap();
+    let before = store.current();
+    write(
+        dir.path(),
+        "small.yaml",
+        "rules:\n  - {name: s2, hosts: [s2.example.com]}\n",
+    );
+    assert_eq!(store.reload().unwrap(), 2);
+    let after = store.current();
+    let text = |p: &Policy, name: &str| {
+        let file = p.sources().iter().find(|f| f.name.ends_with(name)).unwrap();
+        std::sync::Arc::clone(&file.text)
+    };
+    // One copy of the unchanged file for both versions, the policy in force and history.
+    assert!(std::sync::Arc::ptr_eq(
+        &text(&before, "big.yaml"),
+        &text(&after, "big.yaml")
+    ));
+    assert!(!std::sync::Arc::ptr_eq(
+        &text(&before, "small.yaml"),
+        &text(&after, "small.yaml")
+    ));
+    let kept = store.kept(1).unwrap().unwrap();
+    let big = kept.iter().find(|f| f.name.ends_with("big.yaml")).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&big.text, &text(&after, "big.yaml")));
+}

@@ -158,7 +158,7 @@ async fn compile_value(
         Ok(Stored::Plain(text)) => (
             vec![PolicyFile {
                 name: layout::PLAIN_FILE.to_owned(),
-                text,
+                text: text.into(),
             }],
             None,
         ),

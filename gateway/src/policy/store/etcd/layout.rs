@@ -219,7 +219,7 @@ fn pack_within(files: &[PolicyFile], max_pieces: usize) -> Result<Packed, Layout
         .iter()
         .map(|f| Entry {
             name: f.name.as_str().into(),
-            text: f.text.as_str().into(),
+            text: (*f.text).into(),
         })
         .collect();
     let json = serde_json::to_vec(&entries).unwrap_or_default();
@@ -280,7 +280,7 @@ pub fn unpack(manifest: &Manifest, pieces: &[Vec<u8>]) -> Result<Vec<PolicyFile>
         .into_iter()
         .map(|e| PolicyFile {
             name: e.name.into_owned(),
-            text: e.text.into_owned(),
+            text: e.text.into(),
         })
         .collect())
 }
@@ -315,7 +315,7 @@ mod tests {
     fn file(name: &str, text: &str) -> PolicyFile {
         PolicyFile {
             name: name.to_owned(),
-            text: text.to_owned(),
+            text: text.to_owned().into(),
         }
     }
 
@@ -368,7 +368,10 @@ mod tests {
             summary: vec![],
         };
         let pieces: Vec<Vec<u8>> = packed.pieces.into_iter().map(|(_, p)| p).collect();
-        assert_eq!(unpack(&manifest, &pieces).unwrap()[0].text, text);
+        assert_eq!(
+            unpack(&manifest, &pieces).unwrap()[0].text,
+            text.as_str().into()
+        );
         let mut swapped = pieces.clone();
         swapped.swap(0, 1);
         let err = unpack(&manifest, &swapped).unwrap_err();

@@ -71,7 +71,7 @@ pub fn write(
         let candidate = prepare(&current)?;
         let files = vec![PolicyFile {
             name: layout::PLAIN_FILE.to_owned(),
-            text: candidate.text.clone(),
+            text: candidate.text.as_str().into(),
         }];
         let policy = compile(&files).map_err(|errors| WriteError::Invalid {
             errors,

@@ -179,6 +179,10 @@ fn init_logs(format: LogFormat) {
 }
 
 fn main() -> ExitCode {
+    // Without it, pages freed by a compile go back to the system only when the process
+    // allocates again, which an idle gateway may not do for a long time.
+    #[cfg(target_os = "linux")]
+    let _ = tikv_jemalloc_ctl::background_thread::write(true);
     let flags = Flags::parse();
     let config = match config(&flags) {
         Ok(config) => config,
@@ -265,3 +269,10 @@ fn main() -> ExitCode {
         }
     })
 }
+
+/// jemalloc, with its background thread purging freed pages: compiling a large policy
+/// peaks far above what it keeps (100k rules: about 250 MB while parsing, 40 MB kept),
+/// and glibc's allocator kept most of that peak (99 MiB RSS against 55 MiB here).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

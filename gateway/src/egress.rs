@@ -244,6 +244,9 @@ impl Egress {
             })
             .collect();
         match (allowed.is_empty(), refused) {
+            (true, None) => Err(EgressError::NoAddress {
+                destination: destination.to_string(),
+            }),
             (true, Some((addr, class))) => {
                 if count {
                     self.metrics

@@ -109,9 +109,12 @@ pub enum EgressError {
         /// What hyper saw.
         reason: String,
     },
-    /// A local limit refused the work.
-    #[error("overloaded: {0}")]
-    Overflow(String),
+    /// The destination has no address to connect to.
+    #[error("no address to connect to for {destination}")]
+    NoAddress {
+        /// `host:port`.
+        destination: String,
+    },
     /// The rule's `rate_limit` has no token left.
     #[error("rule {rule} lets out at most {per_second} requests a second; try again in {}s", retry_after.as_secs().max(1))]
     RateLimited {
@@ -218,7 +221,7 @@ impl EgressError {
             | EgressError::ConnectTimeout { .. }
             | EgressError::UpstreamTls { .. }
             | EgressError::UpstreamReset { .. }
-            | EgressError::Overflow(_)
+            | EgressError::NoAddress { .. }
             | EgressError::TooManyConcurrent { .. }
             | EgressError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -236,10 +239,9 @@ impl EgressError {
             EgressError::UpstreamTimeout { .. } => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             EgressError::UpstreamReset { .. } => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             EgressError::UpstreamProtocol { .. } => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
-            EgressError::Overflow(_) | EgressError::TooManyConcurrent { .. } => {
-                ResponseFlags::UPSTREAM_OVERFLOW
-            }
+            EgressError::TooManyConcurrent { .. } => ResponseFlags::UPSTREAM_OVERFLOW,
             EgressError::RateLimited { .. } => ResponseFlags::RATE_LIMITED,
+            EgressError::NoAddress { .. } => ResponseFlags::NO_HEALTHY_UPSTREAM,
             EgressError::AuditUnavailable => ResponseFlags::OVERLOAD_MANAGER,
         }
     }
@@ -271,8 +273,8 @@ impl EgressError {
             EgressError::UpstreamProtocol { .. } => {
                 Cow::Borrowed("upstream_reset_before_response_started{protocol_error}")
             }
-            EgressError::Overflow(_) => Cow::Borrowed("overflow"),
             EgressError::RateLimited { .. } => Cow::Borrowed("rate_limited"),
+            EgressError::NoAddress { .. } => Cow::Borrowed("no_healthy_upstream"),
             EgressError::TooManyConcurrent { .. } => Cow::Borrowed("overflow{max_concurrent}"),
             EgressError::AuditUnavailable => Cow::Borrowed("audit_log_unavailable"),
         }

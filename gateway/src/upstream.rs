@@ -140,9 +140,10 @@ pub async fn connect_tcp(
             }
         }
     }
-    Err(last.unwrap_or(EgressError::Overflow(
-        "no upstream address to connect to".to_owned(),
-    )))
+    // The egress sequence never passes an empty list; were it to, say so plainly.
+    Err(last.unwrap_or(EgressError::NoAddress {
+        destination: "the upstream".to_owned(),
+    }))
 }
 
 pub(crate) fn io_reason(e: &std::io::Error) -> String {

@@ -8,6 +8,10 @@
     clippy::panic,
     reason = "test helpers fail the test by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

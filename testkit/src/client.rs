@@ -82,6 +82,10 @@ impl RawResponse {
 
 /// Opens a TCP connection to `addr`. Tests dial the gateway or a stub directly, which is
 /// why this does not go through a resolver.
+#[expect(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateway and stubs on loopback, the addresses they started"
+)]
 pub async fn connect(addr: SocketAddr) -> Result<TcpStream, ClientError> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()

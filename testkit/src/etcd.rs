@@ -116,7 +116,12 @@ impl TestEtcd {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&self.client, Duration::from_millis(200)).is_ok()
+            #[expect(
+                clippy::disallowed_methods,
+                reason = "waits for the etcd this started on loopback to listen"
+            )]
+            let listening = TcpStream::connect_timeout(&self.client, Duration::from_millis(200));
+            if listening.is_ok()
                 && self
                     .etcdctl(&["endpoint", "health"])
                     .is_ok_and(|o| o.status.success())

@@ -1,6 +1,10 @@
 //! `TestDns` over real UDP and TCP: answers, NXDOMAIN with an SOA, name normalisation,
 //! runtime changes (rebinding), query counts, and a real resolver's caching against it.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
 #![expect(
     clippy::unwrap_used,
     clippy::expect_used,

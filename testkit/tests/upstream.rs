@@ -1,6 +1,11 @@
 //! The stub upstreams over real loopback sockets: every route of `StubUpstream`, h2c on
 //! the same port, request recording, `BlackholeUpstream` and `ClosedPort`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

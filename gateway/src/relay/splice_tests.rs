@@ -1,6 +1,10 @@
 //! Tests of the spliced relay over loopback sockets: bytes intact both ways, half-close,
 //! pipes held only while bytes wait, and a reset named on its side.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
 #![cfg(target_os = "linux")]
 
 use std::time::Duration;

@@ -179,14 +179,6 @@ impl Pool {
         });
     }
 
-    /// Connections held now: idle HTTP/1.1 ones and shared HTTP/2 ones.
-    pub fn idle_count(&self) -> usize {
-        let map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        map.values()
-            .map(|e| e.idle.len() + usize::from(e.shared.is_some()))
-            .sum()
-    }
-
     /// Sends `request` (origin form, with a `Host` header) to one of `addrs` the way
     /// `transport` says, on a pooled connection when one is ready, else on a new one. A
     /// request that a stale pooled connection could not even send is sent again on a

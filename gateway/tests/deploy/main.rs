@@ -9,6 +9,10 @@
     clippy::panic,
     reason = "test helpers fail the test by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
 
 mod hosts;
 mod istio;

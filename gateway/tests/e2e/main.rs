@@ -7,6 +7,10 @@
     clippy::panic,
     reason = "test helpers fail the test by panicking"
 )]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests dial the gateways, stubs and servers they started on loopback"
+)]
 
 mod admin_api;
 mod admin_store;

@@ -301,6 +301,10 @@ impl Running {
         })
     }
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "waits for the proxy this started on loopback to listen"
+    )]
     fn wait_listening(&mut self, addr: SocketAddr, limit: Duration) -> Result<(), TargetError> {
         let end = Instant::now() + limit;
         loop {

@@ -237,6 +237,9 @@ pub struct LimitsConfig {
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address on one listener.
     pub max_connections_per_source: Option<usize>,
+    /// Connections open at once with one client identity (a client certificate's URI
+    /// SAN) on one listener, whatever addresses they come from.
+    pub max_connections_per_identity: Option<usize>,
     /// Queries a second one client may send a `dns` listener (and as many at once);
     /// more are answered REFUSED, flag `RL`.
     pub dns_queries_per_source: u32,
@@ -331,6 +334,7 @@ impl Default for LimitsConfig {
             backlog: None,
             max_connections: None,
             max_connections_per_source: None,
+            max_connections_per_identity: None,
             dns_queries_per_source: 1000,
             dns_tcp_connections: 256,
         }

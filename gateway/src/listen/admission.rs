@@ -20,6 +20,7 @@ use crate::policy::{Listener, Protocol};
 pub struct Admission {
     per_listener: Option<usize>,
     per_source: Option<usize>,
+    per_identity: Option<usize>,
     open: Mutex<Open>,
 }
 
@@ -27,6 +28,14 @@ pub struct Admission {
 struct Open {
     total: usize,
     by_source: HashMap<IpAddr, usize>,
+    by_identity: HashMap<String, usize>,
+}
+
+/// A connection let in under its identity's limit; dropping it lets the next one in.
+#[derive(Debug)]
+pub struct IdentityAdmitted {
+    admission: Arc<Admission>,
+    identity: String,
 }
 
 /// A connection let in; dropping it lets the next one in.
@@ -43,6 +52,8 @@ pub enum Refused {
     Listener,
     /// `limits.max_connections_per_source`.
     Source,
+    /// `limits.max_connections_per_identity`.
+    Identity,
 }
 
 impl Refused {
@@ -51,18 +62,45 @@ impl Refused {
         match self {
             Refused::Listener => "max_connections",
             Refused::Source => "max_connections_per_source",
+            Refused::Identity => "max_connections_per_identity",
         }
     }
 }
 
 impl Admission {
     /// Limits for one listener (`None`: no limit).
-    pub fn new(per_listener: Option<usize>, per_source: Option<usize>) -> Arc<Self> {
+    pub fn new(
+        per_listener: Option<usize>,
+        per_source: Option<usize>,
+        per_identity: Option<usize>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             per_listener,
             per_source,
+            per_identity,
             open: Mutex::new(Open::default()),
         })
+    }
+
+    /// Lets a connection whose client certificate names `identity` in, once its TLS
+    /// handshake is done; `None` when no identity limit is set.
+    pub fn admit_identity(
+        self: &Arc<Self>,
+        identity: &str,
+    ) -> Result<Option<IdentityAdmitted>, Refused> {
+        let Some(max) = self.per_identity else {
+            return Ok(None);
+        };
+        let mut open = self.open();
+        let count = open.by_identity.get(identity).copied().unwrap_or(0);
+        if count >= max {
+            return Err(Refused::Identity);
+        }
+        *open.by_identity.entry(identity.to_owned()).or_default() += 1;
+        Ok(Some(IdentityAdmitted {
+            admission: Arc::clone(self),
+            identity: identity.to_owned(),
+        }))
     }
 
     fn open(&self) -> MutexGuard<'_, Open> {
@@ -111,6 +149,40 @@ impl Drop for Admitted {
     }
 }
 
+impl Drop for IdentityAdmitted {
+    fn drop(&mut self) {
+        let mut open = self.admission.open();
+        if let Some(n) = open.by_identity.get_mut(&self.identity) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_identity.remove(&self.identity);
+            }
+        }
+    }
+}
+
+/// Records a connection over its identity's limit, found once its TLS handshake was
+/// done: it is closed without an answer.
+pub fn refuse_identity(
+    ctx: &Context,
+    spec: &Listener,
+    source: &crate::source::Source,
+    local: SocketAddr,
+) {
+    let why = Refused::Identity;
+    ctx.egress
+        .metrics
+        .connection_refused(&spec.name, why.as_str());
+    let mut recorder = Recorder::start(Arc::clone(&ctx.recording), Arc::from(spec.name.as_str()));
+    let record = recorder.record();
+    record.response_flags = ResponseFlags::UPSTREAM_OVERFLOW;
+    record.response_code_details = Some(format!("overflow{{{}}}", why.as_str()).into());
+    record.downstream_local_address = Some(local);
+    record.downstream_remote_address = Some(source.addr);
+    record.downstream_peer_uri_san = source.identity.clone();
+    recorder.finish();
+}
+
 /// Answers and records a connection over a limit, then closes it.
 pub async fn refuse(
     ctx: &Context,
@@ -155,7 +227,7 @@ mod tests {
     fn limits_count_open_connections_per_listener_and_per_source() {
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let admission = Admission::new(Some(3), Some(2));
+        let admission = Admission::new(Some(3), Some(2), None);
         let first = admission.admit(a).unwrap();
         let _second = admission.admit(a).unwrap();
         assert_eq!(admission.admit(a).unwrap_err(), Refused::Source);

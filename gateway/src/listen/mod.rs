@@ -291,8 +291,13 @@ async fn accept_loop(
     let admission = admission::Admission::new(
         ctx.limits.max_connections,
         ctx.limits.max_connections_per_source,
+        ctx.limits.max_connections_per_identity,
     );
-    for reason in [admission::Refused::Listener, admission::Refused::Source] {
+    for reason in [
+        admission::Refused::Listener,
+        admission::Refused::Source,
+        admission::Refused::Identity,
+    ] {
         ctx.egress
             .metrics
             .connection_refused_at_zero(&spec.name, reason.as_str());
@@ -397,12 +402,23 @@ async fn serve(
             return;
         }
     };
-    let io = match tls {
-        None => Downstream::Plain(stream),
+    // The identity's admission is held for the connection's life, like `_admitted`.
+    let (io, _identity_admitted) = match tls {
+        None => (Downstream::Plain(stream), None),
         Some(tls) => match tls.accept(stream, ctx.limits.header_timeout).await {
             Ok(terminated) => {
                 source.identity = terminated.identity;
-                Downstream::Tls(Box::new(terminated.stream))
+                let admitted = match source.identity.as_deref() {
+                    Some(identity) => match admission.admit_identity(identity) {
+                        Ok(admitted) => admitted,
+                        Err(_) => {
+                            admission::refuse_identity(&ctx, &spec, &source, local);
+                            return;
+                        }
+                    },
+                    None => None,
+                };
+                (Downstream::Tls(Box::new(terminated.stream)), admitted)
             }
             Err(e) => {
                 tls_in::refuse(&ctx, &listener, &source, local, &e);

@@ -38,6 +38,15 @@ impl Mesh {
     /// A gateway whose `mesh` listener terminates TLS with files named by `tls` (a YAML
     /// flow mapping; `{DIR}` is a temporary directory holding the certificates).
     async fn start_with(tls: &str, certs_in_dir: bool) -> Mesh {
+        Self::start_configured(tls, certs_in_dir, |_| {}).await
+    }
+
+    /// [`Mesh::start_with`], with bootstrap settings changed by `configure`.
+    async fn start_configured(
+        tls: &str,
+        certs_in_dir: bool,
+        configure: impl FnOnce(&mut egress_gateway::config::Config),
+    ) -> Mesh {
         let ca = TestCa::named("mesh CA");
         let dir = tempfile::tempdir().unwrap();
         if certs_in_dir {
@@ -59,6 +68,7 @@ rules:
         let gateway = TestGateway::builder(&policy)
             .dns(vec![dns.addr()])
             .audit_format(FORMAT)
+            .configure(configure)
             .start()
             .await;
         Mesh {
@@ -386,4 +396,73 @@ async fn failed_handshakes_are_counted_by_reason() {
     assert_eq!(failures(&e, "client_certificate_refused"), 1.0);
     assert_eq!(failures(&e, "tls_handshake_failed"), 1.0);
     assert_eq!(failures(&e, "tls_handshake_timeout"), 0.0);
+}
+
+#[tokio::test]
+async fn connections_over_an_identitys_limit_are_closed_with_their_line() {
+    let tls = "{cert: {DIR}/gateway.crt, key: {DIR}/gateway.key, client_ca: {DIR}/mesh-ca.pem, \
+               require_client_cert: true}";
+    let mesh = Mesh::start_configured(tls, true, |c| {
+        c.limits.max_connections_per_identity = Some(1);
+    })
+    .await;
+    let payments = mesh.ca.issue_client(PAYMENTS);
+    let config = mesh.config(&mesh.ca, b"http/1.1", Some(&payments));
+    // The first connection stays open.
+    let stream = clients::tls(mesh.gateway.addr("mesh"), Arc::clone(&config), GATEWAY_NAME)
+        .await
+        .unwrap();
+    let mut held = Client::over(stream, false).await;
+    let authority = format!("api.example.com:{}", mesh.upstream.port());
+    assert_eq!(held.get("/", &authority).await.unwrap().status, 200);
+    // The same identity again: the handshake completes, then the connection is closed.
+    assert!(mesh.get(Arc::clone(&config), false).await.is_err());
+    // Another identity is not held back by the first one's limit.
+    let other = mesh
+        .ca
+        .issue_client("spiffe://cluster.local/ns/payments/sa/batch");
+    let answer = mesh
+        .get(mesh.config(&mesh.ca, b"http/1.1", Some(&other)), false)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    let lines = mesh.gateway.wait_audit_lines(3).await;
+    let refused: Vec<&String> = lines.iter().filter(|l| l.contains("overflow")).collect();
+    assert_eq!(refused.len(), 1, "{lines:#?}");
+    assert_eq!(
+        refused[0].split(' ').collect::<Vec<_>>(),
+        [
+            "-",
+            "0",
+            "UO",
+            "overflow{max_connections_per_identity}",
+            PAYMENTS,
+            "-",
+            "-"
+        ]
+    );
+    let m = Exposition::wait(&mesh.gateway, |m| {
+        m.value_or_zero(
+            "egress_connections_refused_total",
+            &["reason=\"max_connections_per_identity\""],
+        ) >= 1.0
+    })
+    .await;
+    assert_eq!(
+        m.value(
+            "egress_connections_refused_total",
+            &[
+                "listener=\"mesh\"",
+                "reason=\"max_connections_per_identity\""
+            ]
+        ),
+        1.0
+    );
+    // Closing the first lets the identity in again.
+    drop(held);
+    let back = wait_until_async(Duration::from_secs(5), || async {
+        mesh.get(Arc::clone(&config), false).await.is_ok()
+    })
+    .await;
+    assert!(back);
 }

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # What the tests drive besides cargo: a C compiler (ring), curl and Python's requests
 # (real forward-proxy clients), openssl (certificate checks), chattr (a read-only store),
 # taskset (a gateway pinned to one core), ss (a listener's accept queue), etcd and etcdctl (the fleet's policy store);
-# dig and Python's dnspython (real DNS clients of the dns listener), unshare (a network namespace for glibc's resolver);
+# dig and Python's dnspython (real DNS clients of the dns listener), unshare and iptables (network namespaces for
+# glibc's resolver and for connections redirected to a capture port);
 # promtool (the Prometheus rules and config of deploy/), kubectl (kustomize builds of
 # deploy/kubernetes) and the Python package kubernetes-validate (their schemas, offline).
 need_apt=()
@@ -18,6 +19,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v chattr >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 command -v taskset >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)

@@ -4,6 +4,7 @@
 mod allocate;
 mod client;
 mod hostile;
+mod redirect;
 mod resolvers;
 
 use std::net::SocketAddr;

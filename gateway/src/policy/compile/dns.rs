@@ -138,8 +138,8 @@ impl Compiler {
 }
 
 /// The addresses of every TCP service, from each `dns` listener's `auto_allocate`
-/// range: the exact hosts of allow rules that list a port of a `tcp` listener routed by
-/// destination address (and apply to that listener).
+/// range: the exact hosts of allow rules with `ports` that name a `tcp` listener routed
+/// by destination address, or (naming no listener) list its port.
 ///
 /// Also returns, for each range too small for its hosts, its listener's name and why.
 pub(super) fn allocations(
@@ -155,12 +155,11 @@ pub(super) fn allocations(
         let Some(ports) = &rule.ports else {
             continue;
         };
-        let served = routed.iter().any(|l| {
-            ports.contains(&l.port)
-                && rule
-                    .listeners
-                    .as_ref()
-                    .is_none_or(|names| names.contains(&l.name))
+        // A rule is served by a routed listener that it names, or that listens on one of
+        // its ports: traffic redirected to a capture port keeps its original port.
+        let served = routed.iter().any(|l| match &rule.listeners {
+            Some(names) => names.contains(&l.name),
+            None => ports.contains(&l.port),
         });
         if !served {
             continue;

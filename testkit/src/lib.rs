@@ -39,6 +39,7 @@ pub mod disk;
 pub mod dns;
 pub mod etcd;
 pub mod relay;
+pub mod rng;
 pub mod tls;
 pub mod upstream;
 pub mod wait;
@@ -49,9 +50,10 @@ pub use client::{
     http_get, raw_request, send_slowly, ClientError, KeepAliveClient, RawResponse, Response,
 };
 pub use dns::TestDns;
+pub use rng::XorShift;
 pub use tls::{Issued, TestCa};
 pub use upstream::{BlackholeUpstream, ClosedPort, ReceivedRequest, StubUpstream};
-pub use wait::{wait_for, wait_until, wait_until_async};
+pub use wait::{wait_for, wait_until, wait_until_async, within};
 
 /// Re-exported so tests can make temporary directories without their own dependency.
 pub use tempfile;

@@ -62,6 +62,19 @@ where
     }
 }
 
+/// How long [`within`] lets a step of a test take.
+pub const STEP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Awaits `future`, failing the test (a panic) if it takes longer than
+/// [`STEP_DEADLINE`]: a hung step reports itself instead of hanging the run.
+#[allow(clippy::panic, reason = "a test helper: a timeout fails the test")]
+pub async fn within<T>(future: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(STEP_DEADLINE, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("a step of the test took longer than {STEP_DEADLINE:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

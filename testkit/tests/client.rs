@@ -1,24 +1,13 @@
 //! The test clients against the stub upstreams: keep-alive reuse, timeouts, slow
 //! senders, raw malformed bytes.
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use egress_testkit::client::ClientError;
 use egress_testkit::{
-    raw_request, send_slowly, wait_until, BlackholeUpstream, KeepAliveClient, StubUpstream,
+    raw_request, send_slowly, wait_until, within, BlackholeUpstream, KeepAliveClient, StubUpstream,
 };
 use http::{Method, StatusCode};
-
-#[expect(
-    clippy::expect_used,
-    reason = "a test helper: a timeout fails the test"
-)]
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .expect("timed out")
-}
 
 #[tokio::test]
 async fn keep_alive_client_reuses_one_connection() {

@@ -7,15 +7,14 @@
 )]
 #![expect(
     clippy::unwrap_used,
-    clippy::expect_used,
     reason = "helpers of these tests fail the test on any error"
 )]
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use egress_testkit::dns::ResponseCode;
+use egress_testkit::within;
 use egress_testkit::TestDns;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -25,12 +24,6 @@ use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::Resolver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
-
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .expect("timed out")
-}
 
 fn query(name: &str, record_type: RecordType) -> Message {
     let mut message = Message::new();

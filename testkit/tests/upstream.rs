@@ -6,26 +6,16 @@
     reason = "tests dial the gateways, stubs and servers they started on loopback"
 )]
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use egress_testkit::client::{self, ClientError};
+use egress_testkit::within;
 use egress_testkit::{
     http_get, raw_request, wait_until, BlackholeUpstream, ClosedPort, KeepAliveClient, StubUpstream,
 };
 use http::{Method, StatusCode, Version};
 
 /// Bounds every network wait, so a broken server fails a test instead of hanging it.
-#[expect(
-    clippy::expect_used,
-    reason = "a test helper: a timeout fails the test"
-)]
-async fn within<T>(future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), future)
-        .await
-        .expect("timed out")
-}
-
 #[tokio::test]
 async fn echo_describes_the_request() {
     let stub = StubUpstream::start().await;

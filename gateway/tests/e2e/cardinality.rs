@@ -16,19 +16,15 @@ const REQUESTS: usize = 10_000;
 const CLIENTS: usize = 8;
 
 /// Host names no rule matches, each one different: `<random>-<n>.flood.invalid`.
-struct Names(u64);
+struct Names(egress_testkit::XorShift);
 
 impl Names {
     fn new(seed: u64) -> Names {
-        Names(seed | 1)
+        Names(egress_testkit::XorShift::new(seed))
     }
 
     fn next(&mut self, n: usize) -> String {
-        // xorshift64: enough to make every name new to the gateway.
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        format!("h{:016x}-{n}.flood.invalid", self.0)
+        format!("h{:016x}-{n}.flood.invalid", self.0.next_u64())
     }
 }
 

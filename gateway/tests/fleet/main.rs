@@ -335,11 +335,9 @@ async fn a_set_over_etcds_value_limit_is_stored_in_pieces_and_read_back_whole() 
     // ~3.5 MB of YAML that compresses poorly: more than etcd's 1.5 MiB per value, and
     // more than one 1 MiB piece once compressed.
     let mut policy = fleet.policy(&["api.example.com"]);
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut rng = egress_testkit::XorShift::new(0x2545_f491_4f6c_dd1d);
     for i in 0..40_000 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next_u64();
         policy.push_str(&format!(
             "  - {{name: filler-{i}, hosts: [h{x:016x}{:016x}.example]}}\n",
             x.rotate_left(29)

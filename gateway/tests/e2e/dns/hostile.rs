@@ -58,17 +58,10 @@ async fn malformed_packets_get_formerr_or_are_dropped_and_answers_go_on() {
     response[2] |= 0x80;
     assert!(exchange(dns, &response, SILENCE).await.is_none());
     // Random bytes: whatever they parse as, an answer or nothing, never a crash.
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut rng = egress_testkit::XorShift::new(0x9E37_79B9_7F4A_7C15);
     for _ in 0..500 {
-        let len = (state % 300) as usize + 12;
-        let packet: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let len = rng.below(300) as usize + 12;
+        let packet = rng.bytes(len);
         let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         socket.send_to(&packet, dns).await.unwrap();
     }

@@ -347,11 +347,9 @@ mod tests {
     fn a_large_set_is_cut_below_the_value_limit() {
         // Incompressible text: random-looking host names.
         let mut text = String::from("rules:\n");
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rng = egress_testkit::XorShift::new(0x9e37_79b9_7f4a_7c15);
         while text.len() < 8 * PIECE_BYTES {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
+            let x = rng.next_u64();
             text.push_str(&format!(
                 "  - {{name: r{x:x}, hosts: [h{x:016x}.example]}}\n"
             ));

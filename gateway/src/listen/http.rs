@@ -139,14 +139,11 @@ async fn exchange(
     recorder: &mut Recorder,
     body_failed: Option<&Arc<AtomicBool>>,
 ) -> Result<Exchanged, EgressError> {
-    if conn.activity.head_had_both_lengths() {
-        return Err(bad(
-            "transfer_encoding_with_content_length",
-            "the request has both Transfer-Encoding and Content-Length",
-        ));
-    }
-    refuse_smuggling(req.headers())?;
-    let destination = destination(&req, &conn.accepted.spec)?;
+    let destination = admit(
+        &req,
+        conn.activity.head_had_both_lengths(),
+        &conn.accepted.spec,
+    )?;
     let accepted = &conn.accepted;
     let judged = conn
         .ctx
@@ -204,9 +201,27 @@ fn would_deny_details(judged: &Judged) -> String {
     format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none"))
 }
 
+/// The checks of a request head before anything is decided: its framing (`both_lengths`:
+/// the raw head had Transfer-Encoding and Content-Length), its transfer codings, and
+/// its destination.
+pub(super) fn admit<B>(
+    req: &Request<B>,
+    both_lengths: bool,
+    spec: &Listener,
+) -> Result<Destination, EgressError> {
+    if both_lengths {
+        return Err(bad(
+            "transfer_encoding_with_content_length",
+            "the request has both Transfer-Encoding and Content-Length",
+        ));
+    }
+    refuse_smuggling(req.headers())?;
+    destination(req, spec)
+}
+
 /// The destination: the absolute URI's authority, else `Host`; both present and
 /// different is ambiguous and refused, as are several `Host` headers.
-fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, EgressError> {
+fn destination<B>(req: &Request<B>, spec: &Listener) -> Result<Destination, EgressError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {

@@ -6,6 +6,8 @@ pub mod admission;
 pub mod certificates;
 pub mod connect;
 pub mod downstream;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod http;
 mod http_body;

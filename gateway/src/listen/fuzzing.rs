@@ -1,0 +1,151 @@
+//! The HTTP/1 request head path without a socket, for the fuzz targets in `fuzz/`: bytes
+//! go through the same server, the same tracked socket and the same head checks as on
+//! an `http` listener, and each request's verdict comes back instead of being sent on.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::activity::{Activity, Tracked};
+use super::http::admit;
+use super::http_conn::http1_server;
+use super::preface::{judge, Verdict, PREFACE};
+use crate::policy::Listener;
+use crate::wire::host::Host;
+
+/// What the head checks said of one request: its destination, or the reason it was
+/// refused (RESPONSE_CODE_DETAILS).
+pub type HeadVerdict = Result<(Host, u16), String>;
+
+/// Serves `reads` (the bytes of each read the client's socket returns, in order) as one
+/// HTTP/1.1 connection on the listener `spec`: the verdict of each request that the
+/// server parsed, in order. An allowed request's body is read to its end, as forwarding
+/// it would; a refused one closes the connection, as on a listener. Bytes that open with
+/// the HTTP/2 preface are not HTTP/1: no verdict.
+///
+/// The client keeps the connection open after its last read, as a real one would while
+/// it waits for its responses: the connection ends when the server closes it, or a
+/// second after it opened. Run it on a runtime whose clock is paused (`start_paused`),
+/// where that second passes as soon as everything waits.
+pub async fn http1_requests(
+    reads: Vec<Bytes>,
+    spec: &Listener,
+    max_header_bytes: usize,
+) -> Vec<HeadVerdict> {
+    let first: Vec<u8> = reads
+        .iter()
+        .flatten()
+        .take(PREFACE.len())
+        .copied()
+        .collect();
+    if judge(&first, true) == Some(Verdict::Http2) {
+        return Vec::new();
+    }
+    let activity = Activity::new();
+    let verdicts = Arc::new(Mutex::new(Vec::new()));
+    let spec = Arc::new(spec.clone());
+    let service = {
+        let activity = Arc::clone(&activity);
+        let verdicts = Arc::clone(&verdicts);
+        service_fn(move |req: Request<Incoming>| {
+            let activity = Arc::clone(&activity);
+            let verdicts = Arc::clone(&verdicts);
+            let spec = Arc::clone(&spec);
+            async move {
+                let in_flight = activity.begin_request();
+                let verdict = admit(&req, activity.head_had_both_lengths(), &spec)
+                    .map(|d| (d.host, d.port))
+                    .map_err(|e| e.details().into_owned());
+                let refused = verdict.is_err();
+                if let Ok(mut all) = verdicts.lock() {
+                    all.push(verdict);
+                }
+                let mut response = Response::new(Empty::<Bytes>::new());
+                if refused {
+                    *response.status_mut() = StatusCode::BAD_REQUEST;
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                } else {
+                    // A body that fails is the next request's problem no more: the
+                    // connection ends with it.
+                    let _ = req.into_body().collect().await;
+                }
+                drop(in_flight);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let io = TokioIo::new(Tracked::new(
+        Replay {
+            reads: reads.into(),
+        },
+        Arc::clone(&activity),
+    ));
+    let served = http1_server(max_header_bytes)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let _ = tokio::time::timeout(QUIET, served).await;
+    let verdicts = verdicts.lock().map(|v| v.clone()).unwrap_or_default();
+    verdicts
+}
+
+/// How long a connection is served, on the runtime's clock.
+const QUIET: Duration = Duration::from_secs(1);
+
+/// A client that sends its reads, then waits; what it is sent is dropped.
+struct Replay {
+    reads: VecDeque<Bytes>,
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while let Some(mut read) = self.reads.pop_front() {
+            if read.is_empty() {
+                continue;
+            }
+            let n = read.len().min(buf.remaining());
+            buf.put_slice(&read.split_to(n));
+            if !read.is_empty() {
+                self.reads.push_front(read);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        // Nothing more to send, and the connection stays open.
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

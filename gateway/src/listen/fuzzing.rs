@@ -149,3 +149,74 @@ impl AsyncWrite for Replay {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::*;
+    use crate::policy::Protocol;
+
+    fn listener() -> Listener {
+        Listener {
+            name: "http".into(),
+            address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 8080,
+            protocol: Protocol::Http,
+            target_port: 80,
+            forward_to: None,
+            tls: None,
+            proxy_protocol: false,
+            check_sni: false,
+        }
+    }
+
+    async fn verdicts(stream: &[u8]) -> Vec<Result<String, String>> {
+        let mut all = Vec::new();
+        // One read, and reads of 5 bytes: the same verdicts.
+        for reads in [
+            vec![Bytes::copy_from_slice(stream)],
+            stream.chunks(5).map(Bytes::copy_from_slice).collect(),
+        ] {
+            let got: Vec<_> = http1_requests(reads, &listener(), 64 * 1024)
+                .await
+                .into_iter()
+                .map(|v| v.map(|(host, port)| format!("{host}:{port}")))
+                .collect();
+            if !all.is_empty() {
+                assert_eq!(got, all);
+            }
+            all = got;
+        }
+        all
+    }
+
+    const SMUGGLED: &str = "POST /s HTTP/1.1\r\nHost: b.example\r\nContent-Length: 4\r\n\
+                            Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+    const REFUSED: &str = "transfer_encoding_with_content_length";
+
+    #[tokio::test(start_paused = true)]
+    async fn both_lengths_are_refused_after_empty_lines() {
+        let stream = format!("\r\n\r\n{SMUGGLED}");
+        assert_eq!(verdicts(stream.as_bytes()).await, [Err(REFUSED.into())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn both_lengths_are_refused_in_a_pipelined_request() {
+        for first in [
+            "GET /1 HTTP/1.1\r\nHost: a.example\r\n\r\n",
+            "POST /1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc",
+            "POST /1 HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ] {
+            let stream = format!("{first}{SMUGGLED}");
+            assert_eq!(
+                verdicts(stream.as_bytes()).await,
+                [Ok("a.example:80".into()), Err(REFUSED.into())],
+                "{first:?}"
+            );
+        }
+        // And the request before it is not refused for it.
+        let stream = format!("{SMUGGLED}GET / HTTP/1.1\r\nHost: a.example\r\n\r\n");
+        assert_eq!(verdicts(stream.as_bytes()).await, [Err(REFUSED.into())]);
+    }
+}

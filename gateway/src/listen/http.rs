@@ -79,6 +79,8 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut 
 /// Serves one request: always a response, and always exactly one audit line.
 pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let in_flight = conn.activity.begin_request();
+    // Taken for every request, so that each takes its own head's.
+    let both_lengths = conn.activity.head_had_both_lengths();
     let mut recorder = Recorder::start(
         Arc::clone(&conn.ctx.recording),
         Arc::clone(&conn.accepted.listener),
@@ -116,7 +118,15 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     // Most requests have no body: nothing to count or watch for them.
     let body_failed =
         (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
-    let response = match exchange(&conn, req, &mut recorder, body_failed.as_ref()).await {
+    let exchanged = exchange(
+        &conn,
+        req,
+        both_lengths,
+        &mut recorder,
+        body_failed.as_ref(),
+    )
+    .await;
+    let response = match exchanged {
         Ok((response, lease, deadline)) => upstream_response(response, lease, deadline, recorder),
         Err(e) if body_failed.is_some_and(|failed| failed.load(Ordering::Relaxed)) => local_reply(
             EgressError::BadRequest {
@@ -136,14 +146,11 @@ type Exchanged = (Response<Incoming>, Lease, Option<Instant>);
 async fn exchange(
     conn: &Conn,
     req: Request<Incoming>,
+    both_lengths: bool,
     recorder: &mut Recorder,
     body_failed: Option<&Arc<AtomicBool>>,
 ) -> Result<Exchanged, EgressError> {
-    let destination = admit(
-        &req,
-        conn.activity.head_had_both_lengths(),
-        &conn.accepted.spec,
-    )?;
+    let destination = admit(&req, both_lengths, &conn.accepted.spec)?;
     let accepted = &conn.accepted;
     let judged = conn
         .ctx

@@ -6,6 +6,7 @@ pub mod admission;
 pub mod certificates;
 pub mod connect;
 pub mod downstream;
+mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
 mod headers;

@@ -30,7 +30,7 @@ trap 'rm -rf "$work"' EXIT
 
 start=$(date +%s)
 cargo fuzz build
-echo "fuzz: built ${#targets[@]} targets in $(($(date +%s) - start)) s"
+echo "fuzz: built in $(($(date +%s) - start)) s"
 
 failed=()
 for target in "${targets[@]}"; do
@@ -57,5 +57,6 @@ done
 echo "fuzz: ${#targets[@]} targets, ${seconds} s each, $(($(date +%s) - start)) s in all"
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "fuzz: crashes in: ${failed[*]}" >&2
-  exit 1
 fi
+echo "fuzz: $((${#targets[@]} - ${#failed[@]})) passed, ${#failed[@]} failed"
+[ "${#failed[@]}" -eq 0 ]

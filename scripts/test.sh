@@ -67,3 +67,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --benches --quiet
 cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
 cargo test --workspace --doc --quiet
+
+# Fuzzing, bounded: every target of fuzz/ for 30 s, seeds first (see the README).
+bash scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

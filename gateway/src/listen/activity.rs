@@ -3,15 +3,18 @@
 //! keep-alive connection resting between requests (closed quietly after the idle
 //! timeout).
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::framing::{HeadScan, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 const IDLE: u8 = 0;
 const HEAD: u8 = 1;
@@ -33,7 +36,8 @@ pub enum Phase {
 pub struct Activity {
     epoch: Instant,
     state: AtomicU8,
-    framing: AtomicU8,
+    /// The framing headers of each head read and not yet taken by its request, in order.
+    heads: Mutex<VecDeque<u8>>,
     since_micros: AtomicU64,
     in_flight: AtomicUsize,
 }
@@ -44,7 +48,7 @@ impl Activity {
         Arc::new(Self {
             epoch: Instant::now(),
             state: AtomicU8::new(IDLE),
-            framing: AtomicU8::new(0),
+            heads: Mutex::new(VecDeque::new()),
             since_micros: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
         })
@@ -81,17 +85,35 @@ impl Activity {
         InFlight(Arc::clone(self))
     }
 
-    /// Whether the request head just received carried both `Content-Length` and
+    /// Whether the head of the request now beginning carried both `Content-Length` and
     /// `Transfer-Encoding`. hyper drops the former silently; a gateway must refuse the
-    /// pair, since another hop may frame the body by the other one.
+    /// pair, since another hop may frame the body by the other one. Called once per
+    /// request, in order: each call takes the next head's entry.
     pub fn head_had_both_lengths(&self) -> bool {
-        self.framing.swap(0, Ordering::AcqRel) == CONTENT_LENGTH | TRANSFER_ENCODING
+        let framing = self
+            .heads
+            .lock()
+            .ok()
+            .and_then(|mut heads| heads.pop_front());
+        framing == Some(CONTENT_LENGTH | TRANSFER_ENCODING)
+    }
+
+    /// Notes a head's framing headers; false when too many wait for their requests
+    /// (bytes after an upgrade, say), and nothing more is noted.
+    fn head_read(&self, framing: u8) -> bool {
+        let Ok(mut heads) = self.heads.lock() else {
+            return false;
+        };
+        if heads.len() >= MAX_PENDING_HEADS {
+            return false;
+        }
+        heads.push_back(framing);
+        true
     }
 
     /// Returns true when these bytes start a new request head.
     fn bytes_read(&self) -> bool {
         if self.state.load(Ordering::Acquire) == IDLE {
-            self.framing.store(0, Ordering::Release);
             self.set(HEAD);
             return true;
         }
@@ -99,69 +121,8 @@ impl Activity {
     }
 }
 
-const CONTENT_LENGTH: u8 = 1;
-const TRANSFER_ENCODING: u8 = 2;
-
-/// Notes which framing headers a request head names, as its bytes arrive, without
-/// parsing it: the start of each line up to `:` is compared with the two names.
-#[derive(Debug, Default)]
-struct HeadScan {
-    active: bool,
-    line_start: bool,
-    in_name: bool,
-    name: [u8; 18],
-    len: usize,
-}
-
-impl HeadScan {
-    fn start(&mut self) {
-        *self = HeadScan {
-            active: true,
-            line_start: false,
-            in_name: false,
-            ..HeadScan::default()
-        };
-    }
-
-    fn feed(&mut self, bytes: &[u8], framing: &AtomicU8) {
-        for &b in bytes {
-            if !self.active {
-                return;
-            }
-            if b == b'\n' {
-                if self.line_start {
-                    // An empty line: the head is over; what follows is body.
-                    self.active = false;
-                }
-                self.line_start = true;
-                self.in_name = true;
-                self.len = 0;
-                continue;
-            }
-            if b == b'\r' {
-                continue;
-            }
-            self.line_start = false;
-            if !self.in_name {
-                continue;
-            }
-            if b == b':' {
-                self.in_name = false;
-                let flag = match &self.name[..self.len] {
-                    b"content-length" => CONTENT_LENGTH,
-                    b"transfer-encoding" => TRANSFER_ENCODING,
-                    _ => 0,
-                };
-                framing.fetch_or(flag, Ordering::AcqRel);
-            } else if self.len < self.name.len() {
-                self.name[self.len] = b.to_ascii_lowercase();
-                self.len += 1;
-            } else {
-                self.in_name = false;
-            }
-        }
-    }
-}
+/// The most heads noted ahead of their requests: more than hyper's read buffer holds.
+const MAX_PENDING_HEADS: usize = 8192;
 
 /// A request being served; dropping it returns the connection to idle.
 #[derive(Debug)]
@@ -223,11 +184,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
             let this = &mut *self;
-            if this.activity.bytes_read() {
-                this.scan.start();
+            // A scan that lost track starts again with the next head after a rest.
+            if this.activity.bytes_read() && this.scan.is_lost() {
+                this.scan.restart();
             }
-            this.scan
-                .feed(&buf.filled()[before..], &this.activity.framing);
+            let activity = &this.activity;
+            this.scan.feed(&buf.filled()[before..], |framing| {
+                activity.head_read(framing)
+            });
         }
         polled
     }
@@ -286,35 +250,5 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scan(chunks: &[&[u8]]) -> u8 {
-        let framing = AtomicU8::new(0);
-        let mut scan = HeadScan::default();
-        scan.start();
-        for chunk in chunks {
-            scan.feed(chunk, &framing);
-        }
-        framing.load(Ordering::Relaxed)
-    }
-
-    #[test]
-    fn both_framing_headers_are_noticed_in_any_case_and_split() {
-        let head: &[u8] = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-length: 5\r\n\r\n";
-        assert_eq!(scan(&[head]), CONTENT_LENGTH | TRANSFER_ENCODING);
-        let split: Vec<&[u8]> = head.chunks(1).collect();
-        assert_eq!(scan(&split), CONTENT_LENGTH | TRANSFER_ENCODING);
-    }
-
-    #[test]
-    fn body_bytes_and_values_are_not_headers() {
-        let head = b"POST / HTTP/1.1\r\nX-Note: content-length: 1\r\nContent-Length: 19\r\n\r\ntransfer-encoding: x";
-        assert_eq!(scan(&[head]), CONTENT_LENGTH);
-        assert_eq!(scan(&[b"GET http://a:80/ HTTP/1.1\r\nHost: a\r\n\r\n"]), 0);
     }
 }

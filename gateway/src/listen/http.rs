@@ -80,6 +80,8 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut 
 /// Serves one request: always a response, and always exactly one audit line.
 pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Response<ResponseBody> {
     let in_flight = conn.activity.begin_request();
+    // Taken for every request, so that each takes its own head's.
+    let both_lengths = conn.activity.head_had_both_lengths();
     let mut recorder = Recorder::start(
         Arc::clone(&conn.ctx.recording),
         Arc::clone(&conn.accepted.listener),
@@ -117,7 +119,15 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     // Most requests have no body: nothing to count or watch for them.
     let body_failed =
         (!http_body::Body::is_end_stream(req.body())).then(|| Arc::new(AtomicBool::new(false)));
-    let response = match exchange(&conn, req, &mut recorder, body_failed.as_ref()).await {
+    let exchanged = exchange(
+        &conn,
+        req,
+        both_lengths,
+        &mut recorder,
+        body_failed.as_ref(),
+    )
+    .await;
+    let response = match exchanged {
         Ok((response, lease, deadline, admitted)) => {
             upstream_response(response, lease, deadline, recorder)
                 .map(|body| body.with_admitted(admitted))
@@ -140,17 +150,11 @@ type Exchanged = (Response<Incoming>, Lease, Option<Instant>, Admitted);
 async fn exchange(
     conn: &Conn,
     req: Request<Incoming>,
+    both_lengths: bool,
     recorder: &mut Recorder,
     body_failed: Option<&Arc<AtomicBool>>,
 ) -> Result<Exchanged, EgressError> {
-    if conn.activity.head_had_both_lengths() {
-        return Err(bad(
-            "transfer_encoding_with_content_length",
-            "the request has both Transfer-Encoding and Content-Length",
-        ));
-    }
-    refuse_smuggling(req.headers())?;
-    let destination = destination(&req, &conn.accepted.spec)?;
+    let destination = admit(&req, both_lengths, &conn.accepted.spec)?;
     let accepted = &conn.accepted;
     let judged = conn
         .ctx
@@ -209,9 +213,27 @@ fn would_deny_details(judged: &Judged) -> String {
     format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none"))
 }
 
+/// The checks of a request head before anything is decided: its framing (`both_lengths`:
+/// the raw head had Transfer-Encoding and Content-Length), its transfer codings, and
+/// its destination.
+pub(super) fn admit<B>(
+    req: &Request<B>,
+    both_lengths: bool,
+    spec: &Listener,
+) -> Result<Destination, EgressError> {
+    if both_lengths {
+        return Err(bad(
+            "transfer_encoding_with_content_length",
+            "the request has both Transfer-Encoding and Content-Length",
+        ));
+    }
+    refuse_smuggling(req.headers())?;
+    destination(req, spec)
+}
+
 /// The destination: the absolute URI's authority, else `Host`; both present and
 /// different is ambiguous and refused, as are several `Host` headers.
-fn destination(req: &Request<Incoming>, spec: &Listener) -> Result<Destination, EgressError> {
+fn destination<B>(req: &Request<B>, spec: &Listener) -> Result<Destination, EgressError> {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host_header = hosts.next();
     if hosts.next().is_some() {

@@ -90,14 +90,7 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
         }
     });
     let io = TokioIo::new(Tracked::new(io, Arc::clone(&activity)));
-    let served = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // The header timeout is this loop's (one timer per connection): hyper's own
-        // would arm and cancel a timer for every request.
-        .header_read_timeout(None)
-        .max_header_size(ctx.limits.max_header_bytes)
-        .max_buf_size(ctx.limits.max_header_bytes.max(64 * 1024) + 16 * 1024)
-        .keep_alive(true)
+    let served = http1_server(ctx.limits.max_header_bytes)
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(served);
@@ -158,6 +151,20 @@ pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
             connection_error(&conn, &e);
         }
     }
+}
+
+/// The HTTP/1.1 server as every connection gets it.
+pub(super) fn http1_server(max_header_bytes: usize) -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        // The header timeout is the connection loop's (one timer per connection):
+        // hyper's own would arm and cancel a timer for every request.
+        .header_read_timeout(None)
+        .max_header_size(max_header_bytes)
+        .max_buf_size(max_header_bytes.max(64 * 1024) + 16 * 1024)
+        .keep_alive(true);
+    builder
 }
 
 /// HTTP/2 (h2c prior knowledge, or h2 by ALPN): every stream is a request with its own

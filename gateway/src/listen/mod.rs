@@ -7,6 +7,9 @@ pub mod certificates;
 pub mod connect;
 pub mod dns;
 pub mod downstream;
+mod framing;
+#[doc(hidden)]
+pub mod fuzzing;
 mod headers;
 pub mod http;
 mod http_body;

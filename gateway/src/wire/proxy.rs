@@ -84,11 +84,15 @@ pub fn parse(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyError> {
 
 fn parse_v1(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyError> {
     let window = &buf[..buf.len().min(V1_MAX_LEN)];
-    let Some(cr) = window.iter().position(|&b| b == b'\r') else {
+    // A bare LF ends the line wrongly wherever a CR comes later: refused as soon as it
+    // is there, so that more bytes never turn a refusal into a wait.
+    let end = window.iter().position(|&b| b == b'\r' || b == b'\n');
+    if end.is_some_and(|at| window[at] == b'\n') {
+        return Err(ProxyError::Malformed("v1 line ends without CR"));
+    }
+    let Some(cr) = end else {
         return if window.len() >= V1_MAX_LEN {
             Err(ProxyError::TooLong)
-        } else if window.contains(&b'\n') {
-            Err(ProxyError::Malformed("v1 line ends without CR"))
         } else {
             Err(ProxyError::Incomplete)
         };
@@ -101,9 +105,6 @@ fn parse_v1(buf: &[u8]) -> Result<(ProxyHeader, usize), ProxyError> {
     }
     let line = std::str::from_utf8(&window[V1_SIGNATURE.len()..cr])
         .map_err(|_| ProxyError::Malformed("v1 line is not ASCII"))?;
-    if line.contains('\n') {
-        return Err(ProxyError::Malformed("v1 line ends without CR"));
-    }
     let len = cr + 2;
     let mut words = line.split(' ');
     let family = words.next().unwrap_or_default();

@@ -8,8 +8,15 @@ use crate::audit::strftime::TimeFormat;
 /// Parses `spec` into literal and operator pieces.
 ///
 /// Fails on an unknown operator, an unterminated `%`, a bad argument or `:N`, or a
-/// control character (other than tab) in the literal text.
+/// control character (other than tab) anywhere, operator arguments included.
 pub(super) fn pieces(spec: &str) -> Result<Vec<Piece>, FormatError> {
+    // Checked on the whole string, operator arguments too: START_TIME(...) copies the
+    // literal text of its argument into every line.
+    if let Some(c) = spec.chars().find(|&c| c.is_control() && c != '\t') {
+        return Err(FormatError(format!(
+            "format holds the control character {c:?}: an audit record is one line"
+        )));
+    }
     let bytes = spec.as_bytes();
     let mut pieces = Vec::new();
     let mut literal = String::new();
@@ -36,15 +43,6 @@ pub(super) fn pieces(spec: &str) -> Result<Vec<Piece>, FormatError> {
     }
     if !literal.is_empty() {
         pieces.push(Piece::Literal(literal.into_boxed_str()));
-    }
-    for piece in &pieces {
-        if let Piece::Literal(text) = piece {
-            if let Some(c) = text.chars().find(|&c| c.is_control() && c != '\t') {
-                return Err(FormatError(format!(
-                    "format holds the control character {c:?}: an audit record is one line"
-                )));
-            }
-        }
     }
     Ok(pieces)
 }

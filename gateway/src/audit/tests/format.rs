@@ -156,6 +156,12 @@ fn parse_errors_name_the_problem() {
         ("%BYTES_SENT:x%", "bad length"),
         ("%START_TIME(%Q)%", "%Q"),
         ("a\nb", "one line"),
+        // Inside an argument too: START_TIME copies its literal text into every line.
+        ("%START_TIME(%Y\n%m)%", "one line"),
+        (
+            "%START_TIME(%s.%3f\u{1a}\u{1a})%",
+            "control character '\\u{1a}'",
+        ),
     ] {
         let err = AuditFormat::parse(spec).unwrap_err();
         assert!(err.to_string().contains(needle), "{spec:?}: {err}");

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub mod limits;
+mod open;
+
+pub use open::{Guarded, Leg, Opened, Outbound};
 
 use crate::error::EgressError;
 use crate::guard;
@@ -185,7 +188,7 @@ impl Egress {
         &self,
         route: &Route,
         destination: &Destination,
-    ) -> Result<Vec<SocketAddr>, EgressError> {
+    ) -> Result<Guarded, EgressError> {
         self.guarded(route, destination, true).await
     }
 
@@ -197,7 +200,7 @@ impl Egress {
         &self,
         route: &Route,
         destination: &Destination,
-    ) -> Result<Vec<SocketAddr>, EgressError> {
+    ) -> Result<Guarded, EgressError> {
         self.guarded(route, destination, false).await
     }
 
@@ -206,7 +209,7 @@ impl Egress {
         route: &Route,
         destination: &Destination,
         count: bool,
-    ) -> Result<Vec<SocketAddr>, EgressError> {
+    ) -> Result<Guarded, EgressError> {
         // Every path out passes here before it connects: with fail_closed, no traffic
         // leaves while its audit line could not be written.
         if self
@@ -243,11 +246,14 @@ impl Egress {
                 }
             })
             .collect();
-        match (allowed.is_empty(), refused) {
-            (true, None) => Err(EgressError::NoAddress {
+        if let Some(guarded) = Guarded::new(allowed) {
+            return Ok(guarded);
+        }
+        match refused {
+            None => Err(EgressError::NoAddress {
                 destination: destination.to_string(),
             }),
-            (true, Some((addr, class))) => {
+            Some((addr, class)) => {
                 if count {
                     self.metrics
                         .address_refused
@@ -260,7 +266,6 @@ impl Egress {
                     class,
                 })
             }
-            _ => Ok(allowed),
         }
     }
 
@@ -341,7 +346,7 @@ mod tests {
             )
             .await
             .unwrap();
-        assert_eq!(addrs, vec!["8.8.8.8:443".parse().unwrap()]);
+        assert_eq!(addrs.as_slice(), ["8.8.8.8:443".parse().unwrap()]);
     }
 
     #[tokio::test]
@@ -374,6 +379,6 @@ mod tests {
             .addresses(&route(&["10.0.0.1:80", "0.0.0.0:80"], true), &destination())
             .await
             .unwrap();
-        assert_eq!(addrs, vec!["10.0.0.1:80".parse().unwrap()]);
+        assert_eq!(addrs.as_slice(), ["10.0.0.1:80".parse().unwrap()]);
     }
 }

@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use tokio::net::TcpStream;
 
+use crate::egress::Guarded;
 use crate::error::EgressError;
 use crate::metrics::{ConnectFailure, ConnectMetrics};
 use crate::policy::{Route, UpstreamProtocol};
@@ -104,20 +105,21 @@ pub struct Endpoints {
 }
 
 /// Opens a TCP connection to the first of `addrs` that accepts, each attempt bounded by
-/// `timeout` and counted in `metrics`.
+/// `timeout` and counted in `metrics`. Only guarded addresses can be passed: the
+/// type is built by the egress sequence alone.
 ///
 /// Fails with the last address's error: refused, unreachable, or timed out.
 #[expect(
     clippy::disallowed_methods,
-    reason = "the one place that connects upstream; callers pass guarded addresses only"
+    reason = "the one place that connects upstream, to addresses the guard passed"
 )]
 pub async fn connect_tcp(
-    addrs: &[SocketAddr],
+    addrs: &Guarded,
     timeout: Duration,
     metrics: &ConnectMetrics,
 ) -> Result<(TcpStream, Endpoints), EgressError> {
     let mut last = None;
-    for &addr in addrs {
+    for &addr in addrs.as_slice() {
         let started = std::time::Instant::now();
         match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
@@ -140,9 +142,9 @@ pub async fn connect_tcp(
             }
         }
     }
-    // The egress sequence never passes an empty list; were it to, say so plainly.
+    // Guarded addresses are never empty, so some attempt failed.
     Err(last.unwrap_or(EgressError::NoAddress {
-        destination: "the upstream".to_owned(),
+        destination: addrs.first().to_string(),
     }))
 }
 

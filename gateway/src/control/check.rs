@@ -37,7 +37,9 @@ pub async fn check(
         host,
     };
     match egress.addresses_uncounted(&route, &destination).await {
-        Ok(addrs) => answer.addresses = addrs.iter().map(ToString::to_string).collect(),
+        Ok(addrs) => {
+            answer.addresses = addrs.as_slice().iter().map(ToString::to_string).collect();
+        }
         Err(refused @ EgressError::AddressRefused { .. }) => {
             answer.decision = "deny".to_owned();
             answer.why = format!("{}; {refused}", answer.why);

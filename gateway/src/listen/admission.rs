@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::io::AsyncWriteExt;
 
-use super::Context;
+use super::context::Context;
 use crate::audit::{Recorder, ResponseFlags};
 use crate::policy::{Listener, Protocol};
 

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
+use super::context::Context;
 use crate::policy::{DnsListener, Listener};
 use crate::rate::RateLimiter;
 use crate::resolve::Forwarded;

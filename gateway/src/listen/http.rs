@@ -6,27 +6,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST, TE, TRAILER, TRANSFER_ENCODING,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, TE, TRAILER, TRANSFER_ENCODING};
 use http::{Method, Request, Response, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::activity::Activity;
+use super::connect;
+use super::context::{Accepted, Context};
 use super::headers::{ensure_request_id, host_header_is, method_text, protocol_name, strip};
 use super::http_body::{CountingBody, ResponseBody};
-use super::http_conn;
-use super::preface::{Rewind, Verdict as Preface};
-use super::{Accepted, Context, Downstream};
+use super::reply::local_reply;
 use crate::audit::Recorder;
-use crate::connections::Kind;
 use crate::egress::limits::Admitted;
-use crate::egress::{Destination, Judged};
+use crate::egress::{Destination, Leg, Outbound};
 use crate::error::EgressError;
-use crate::policy::{Listener, Protocol, Verdict};
+use crate::policy::{Listener, Protocol};
 use crate::upstream::{Lease, Transport, UpstreamBody};
 use crate::wire::host::parse_authority;
 
@@ -42,38 +38,6 @@ pub(super) struct Conn {
 impl Conn {
     pub(super) fn peer(&self) -> SocketAddr {
         self.accepted.source.addr
-    }
-}
-
-/// Serves one HTTP connection until it closes, the gateway drains, or a timeout:
-/// HTTP/2 when ALPN agreed on it or the client opens with the HTTP/2 preface (h2c prior
-/// knowledge), else HTTP/1.1.
-pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut io: Downstream) {
-    let _registration = ctx.connections.register(
-        Arc::clone(&accepted.listener),
-        accepted.source.clone(),
-        accepted.local,
-        Kind::Http,
-    );
-    let conn = Arc::new(Conn {
-        ctx: Arc::clone(&ctx),
-        accepted,
-        activity: Activity::new(),
-        server_name: io.server_name().map(str::to_owned),
-    });
-    let (verdict, read) = match io.alpn_protocol() {
-        Some(b"h2") => (Preface::Http2, Vec::new()),
-        Some(b"http/1.1") => (Preface::Http1, Vec::new()),
-        _ => match http_conn::sniff(&conn, &mut io).await {
-            Some(sniffed) => sniffed,
-            None => return,
-        },
-    };
-    let io = Rewind::new(Bytes::from(read), io);
-    match verdict {
-        Preface::Http2 => http_conn::serve_http2(conn, io).await,
-        Preface::Http1 => http_conn::serve_http1(conn, io).await,
-        Preface::Closed => {}
     }
 }
 
@@ -107,13 +71,7 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
     recorder.capture_request_headers(req.headers());
     if req.method() == Method::CONNECT && conn.accepted.spec.protocol == Protocol::Connect {
         // Boxed so that the tunnel's large future does not size every request's.
-        let response = Box::pin(super::connect::tunnel(
-            &conn.ctx,
-            &conn.accepted,
-            req,
-            recorder,
-        ))
-        .await;
+        let response = Box::pin(connect::tunnel(&conn.ctx, &conn.accepted, req, recorder)).await;
         return response.map(|body| body.with_in_flight(in_flight));
     }
     // Most requests have no body: nothing to count or watch for them.
@@ -146,7 +104,8 @@ pub(super) async fn handle(conn: Arc<Conn>, mut req: Request<Incoming>) -> Respo
 
 type Exchanged = (Response<Incoming>, Lease, Option<Instant>, Admitted);
 
-/// decide → resolve → guard → send, filling the record as it goes.
+/// The egress sequence, then the request sent upstream under the rule's timeouts,
+/// filling the record as it goes.
 async fn exchange(
     conn: &Conn,
     req: Request<Incoming>,
@@ -156,61 +115,50 @@ async fn exchange(
 ) -> Result<Exchanged, EgressError> {
     let destination = admit(&req, both_lengths, &conn.accepted.spec)?;
     let accepted = &conn.accepted;
-    let judged = conn
-        .ctx
-        .egress
-        .decide(&destination, &accepted.listener, &accepted.source);
-    recorder.set_decision(judged.label());
-    recorder.record().route_name = judged.route_name();
-    let route = judged.route(&destination)?;
     let egress = &conn.ctx.egress;
-    let admitted = egress.admit(&judged, &route, &accepted.source)?;
-    let transport = Transport::for_route(&route, &destination.host, egress.store.dir());
-    let upstream = Destination {
-        port: transport.upstream_port(destination.port),
-        host: destination.host,
+    let outbound = Outbound {
+        destination: &destination,
+        listener: &accepted.listener,
+        source: &accepted.source,
+        leg: Leg::Request,
     };
-    recorder.record().upstream_cluster = Some(upstream.cluster_name());
-    let addrs = egress.addresses(&route, &upstream).await?;
-
+    let opened = egress.open(outbound, recorder).await?;
+    let route = opened.route();
     let counted = body_failed.map(|failed| {
         let received = Arc::new(AtomicU64::new(0));
         recorder.count_bytes(Some(Arc::clone(&received)), None);
         (received, Arc::clone(failed))
     });
-    let upstream_req = upstream_request(req, &upstream, &transport, counted)?;
+    let upstream_req = upstream_request(req, &opened.upstream, &opened.transport, counted)?;
     let deadline = route.request_timeout.map(|t| Instant::now() + t);
     let sent_at = Instant::now();
-    let sending = egress
-        .pool
-        .send(&addrs, route.connect_timeout, &transport, upstream_req);
+    let sending = egress.pool.send(
+        &opened.addrs,
+        route.connect_timeout,
+        &opened.transport,
+        upstream_req,
+    );
     let outcome = match deadline {
         Some(at) => match tokio::time::timeout_at(at, sending).await {
             Ok(outcome) => outcome,
             Err(_) => Err(EgressError::UpstreamTimeout {
-                addr: addrs[0],
+                addr: opened.addrs.first(),
                 timeout: route.request_timeout.unwrap_or_default(),
             }),
         },
         None => sending.await,
     };
-    let (response, lease) = outcome.inspect_err(|e| {
-        recorder.record().upstream_host = e.upstream_addr();
-    })?;
+    drop(route);
+    let (response, lease) = outcome?;
     let endpoints = lease.endpoints();
     let record = recorder.record();
     record.upstream_host = Some(endpoints.peer);
     record.upstream_local_address = Some(endpoints.local);
     record.upstream_service_time = Some(sent_at.elapsed());
-    record.response_code_details = Some(match judged.decision.verdict {
-        Verdict::WouldDeny => would_deny_details(&judged).into(),
-        _ => "via_upstream".into(),
-    });
-    Ok((response, lease, deadline, admitted))
-}
-
-fn would_deny_details(judged: &Judged) -> String {
-    format!("audit_would_deny[{}]", judged.rule_name().unwrap_or("none"))
+    record
+        .response_code_details
+        .get_or_insert_with(|| "via_upstream".into());
+    Ok((response, lease, deadline, opened.admitted))
 }
 
 /// The checks of a request head before anything is decided: its framing (`both_lengths`:
@@ -418,32 +366,4 @@ fn upstream_response(
         parts,
         ResponseBody::upstream(body, lease, deadline, recorder),
     )
-}
-
-/// The gateway's own answer to a request it does not forward: one line of text.
-pub(super) fn local_reply(error: EgressError, mut recorder: Recorder) -> Response<ResponseBody> {
-    let status = error.status();
-    recorder.note_failure(&error);
-    let record = recorder.record();
-    record.response_code = status.as_u16();
-    record.response_code_details = Some(error.details());
-    let close = matches!(error, EgressError::BadRequest { .. });
-    let mut response = Response::new(ResponseBody::local(
-        Bytes::from(format!("{error}\n")),
-        recorder,
-    ));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    if let Some(seconds) = error.retry_after() {
-        headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
-    }
-    if close {
-        // After a request we refuse to parse, the rest of the stream cannot be trusted.
-        headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
 }

@@ -6,21 +6,56 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 
-use super::activity::{Phase, Tracked};
+use super::activity::{Activity, Phase, Tracked};
+use super::context::{Accepted, Context};
+use super::downstream::Downstream;
 use super::http::{handle, Conn};
 use super::preface::{self, Rewind, Verdict};
-use super::Downstream;
 use crate::audit::{Recorder, ResponseFlags};
+use crate::connections::Kind;
 
 /// How long a keep-alive connection may rest between requests once the gateway drains:
 /// a client sending its next request at once is answered (with `Connection: close`),
 /// one that rests longer is closed as an idle connection would be.
 const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves one HTTP connection until it closes, the gateway drains, or a timeout:
+/// HTTP/2 when ALPN agreed on it or the client opens with the HTTP/2 preface (h2c prior
+/// knowledge), else HTTP/1.1.
+pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut io: Downstream) {
+    let _registration = ctx.connections.register(
+        Arc::clone(&accepted.listener),
+        accepted.source.clone(),
+        accepted.local,
+        Kind::Http,
+    );
+    let conn = Arc::new(Conn {
+        ctx: Arc::clone(&ctx),
+        accepted,
+        activity: Activity::new(),
+        server_name: io.server_name().map(str::to_owned),
+    });
+    let (verdict, read) = match io.alpn_protocol() {
+        Some(b"h2") => (Verdict::Http2, Vec::new()),
+        Some(b"http/1.1") => (Verdict::Http1, Vec::new()),
+        _ => match sniff(&conn, &mut io).await {
+            Some(sniffed) => sniffed,
+            None => return,
+        },
+    };
+    let io = Rewind::new(Bytes::from(read), io);
+    match verdict {
+        Verdict::Http2 => serve_http2(conn, io).await,
+        Verdict::Http1 => serve_http1(conn, io).await,
+        Verdict::Closed => {}
+    }
+}
 
 /// Reads the first bytes to tell HTTP/2 prior knowledge from HTTP/1.1: the verdict and
 /// the bytes read, to replay. `None` when the connection is over: the client left, or
@@ -30,7 +65,7 @@ const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 /// quietly after the idle timeout); once bytes arrive, the head must complete within
 /// the header timeout. A drain does not close a connection that was accepted before it:
 /// its first request is waited for (up to the header timeout) and answered.
-pub(super) async fn sniff(conn: &Conn, io: &mut Downstream) -> Option<(Verdict, Vec<u8>)> {
+async fn sniff(conn: &Conn, io: &mut Downstream) -> Option<(Verdict, Vec<u8>)> {
     let limits = &conn.ctx.limits;
     let mut read = Vec::new();
     let idle_until = Instant::now() + limits.idle_timeout;
@@ -70,7 +105,7 @@ pub(super) async fn sniff(conn: &Conn, io: &mut Downstream) -> Option<(Verdict, 
 
 /// HTTP/1.1 with keep-alive; the connection's [`Activity`] tells a client dribbling its
 /// request head (cut at the header timeout) from one resting between requests.
-pub(super) async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
+async fn serve_http1(conn: Arc<Conn>, io: Rewind<Downstream>) {
     let ctx = Arc::clone(&conn.ctx);
     let activity = Arc::clone(&conn.activity);
     let service_conn = Arc::clone(&conn);
@@ -170,7 +205,7 @@ pub(super) fn http1_server(max_header_bytes: usize) -> http1::Builder {
 /// HTTP/2 (h2c prior knowledge, or h2 by ALPN): every stream is a request with its own
 /// audit line. The connection closes after the idle timeout with no stream open, and
 /// drains with a GOAWAY.
-pub(super) async fn serve_http2(conn: Arc<Conn>, io: Rewind<Downstream>) {
+async fn serve_http2(conn: Arc<Conn>, io: Rewind<Downstream>) {
     let ctx = Arc::clone(&conn.ctx);
     let activity = Arc::clone(&conn.activity);
     let service_conn = Arc::clone(&conn);

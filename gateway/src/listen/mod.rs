@@ -5,6 +5,7 @@ mod activity;
 pub mod admission;
 pub mod certificates;
 pub mod connect;
+mod context;
 pub mod dns;
 pub mod downstream;
 mod framing;
@@ -16,6 +17,7 @@ mod http_body;
 mod http_conn;
 mod preface;
 pub mod proxy;
+mod reply;
 pub mod tcp;
 pub mod tls;
 pub mod tls_in;
@@ -27,79 +29,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use crate::audit::Recording;
-use crate::config::LimitsConfig;
-use crate::connections::Connections;
-use crate::egress::Egress;
 use crate::policy::{Listener, Protocol};
 use crate::source::Source;
 
+pub use context::{Accepted, Context};
 pub use downstream::Downstream;
 use tls_in::TlsTerminator;
-
-/// What every connection handler shares.
-#[derive(Debug)]
-pub struct Context {
-    /// Decide, resolve, guard, connect.
-    pub egress: Egress,
-    /// Audit lines and metrics.
-    pub recording: Arc<Recording>,
-    /// Limits on what clients may send.
-    pub limits: LimitsConfig,
-    /// Cancelled when the gateway drains: accept loops stop, connections finish.
-    pub drain: CancellationToken,
-    /// Every connection task, so draining can wait for them.
-    pub tasks: TaskTracker,
-    /// The connections open now.
-    pub connections: Arc<Connections>,
-    /// A tunnel open longer than this writes interim audit lines this often.
-    pub audit_flush_interval: Duration,
-    /// The certificates terminating listeners serve, for the expiry gauge.
-    pub certificates: certificates::Certificates,
-}
-
-/// How long tunnels closed at the drain timeout get to write their final lines.
-const TUNNEL_CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-impl Context {
-    /// Drains: accept loops stop, connections finish what is in flight, up to
-    /// `timeout`; tunnels still open then are closed (`drain_timeout`) so each writes
-    /// its final audit line. Returns whether everything finished in time.
-    pub async fn drain(&self, timeout: Duration) -> bool {
-        self.drain.cancel();
-        self.tasks.close();
-        let drained = tokio::time::timeout(timeout, self.tasks.wait())
-            .await
-            .is_ok();
-        if !drained {
-            tracing::warn!("drain timeout passed with work still in flight");
-            // Tunnels last as long as their clients want.
-            let closed = self
-                .connections
-                .close_tunnels(crate::connections::DRAIN_TIMEOUT);
-            if closed > 0 {
-                let _ = tokio::time::timeout(TUNNEL_CLOSE_GRACE, self.tasks.wait()).await;
-            }
-        }
-        drained
-    }
-}
-
-/// A connection as its handler receives it: who (after any PROXY header), on which
-/// listener, at which local address.
-#[derive(Debug, Clone)]
-pub struct Accepted {
-    /// The listener's name.
-    pub listener: Arc<str>,
-    /// The listener's declaration.
-    pub spec: Arc<Listener>,
-    /// The client (the PROXY header's source when the listener expects one).
-    pub source: Source,
-    /// The address the client reached (DOWNSTREAM_LOCAL_ADDRESS).
-    pub local: SocketAddr,
-}
 
 /// A listener that could not start.
 #[derive(Debug, thiserror::Error)]
@@ -150,11 +86,23 @@ pub fn bind_addr(
     }
 }
 
+/// Who serves the connections of a TCP listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    /// HTTP/1.1 and HTTP/2: `http` listeners, and `connect` ones (CONNECT and
+    /// absolute-form requests).
+    Http,
+    /// TLS passthrough by SNI.
+    Tls,
+    /// Plain TCP.
+    Tcp,
+}
+
 /// A declared listener's sockets, bound and not yet accepting.
 #[derive(Debug)]
 pub enum Bound {
-    /// One TCP socket: every protocol but DNS.
-    Stream(TcpListener),
+    /// One TCP socket, and who serves its connections: every protocol but DNS.
+    Stream(TcpListener, Served),
     /// UDP and TCP on one port.
     Dns(dns::Sockets),
 }
@@ -165,7 +113,7 @@ impl Bound {
     /// Fails as `getsockname` does.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         match self {
-            Bound::Stream(listener) => listener.local_addr(),
+            Bound::Stream(listener, _) => listener.local_addr(),
             Bound::Dns(sockets) => sockets.local_addr(),
         }
     }
@@ -179,13 +127,19 @@ impl Bound {
 pub fn bind(spec: &Listener, addr: SocketAddr, backlog: u32) -> Result<Bound, ListenError> {
     let bound = match spec.protocol {
         Protocol::Dns => dns::bind(addr, backlog).map(Bound::Dns),
-        _ => reuseport_listener(addr, backlog).map(Bound::Stream),
+        Protocol::Http | Protocol::Connect => stream(addr, backlog, Served::Http),
+        Protocol::Tls => stream(addr, backlog, Served::Tls),
+        Protocol::Tcp => stream(addr, backlog, Served::Tcp),
     };
     bound.map_err(|source| ListenError::Bind {
         name: spec.name.clone(),
         addr,
         source,
     })
+}
+
+fn stream(addr: SocketAddr, backlog: u32, served: Served) -> std::io::Result<Bound> {
+    reuseport_listener(addr, backlog).map(|listener| Bound::Stream(listener, served))
 }
 
 /// A listening socket on `addr` with SO_REUSEADDR and SO_REUSEPORT, which takes every
@@ -249,7 +203,9 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     match bound {
-        Bound::Stream(listener) => tokio::spawn(accept_loop(ctx, Arc::new(spec), listener, stop)),
+        Bound::Stream(listener, served) => {
+            tokio::spawn(accept_loop(ctx, Arc::new(spec), listener, served, stop))
+        }
         Bound::Dns(sockets) => dns::spawn(ctx, Arc::new(spec), sockets, stop),
     }
 }
@@ -258,6 +214,7 @@ async fn accept_loop(
     ctx: Arc<Context>,
     spec: Arc<Listener>,
     listener: TcpListener,
+    served: Served,
     stop: CancellationToken,
 ) {
     let name: Arc<str> = Arc::from(spec.name.as_str());
@@ -318,6 +275,7 @@ async fn accept_loop(
             let conn = Conn {
                 listener: name,
                 spec,
+                served,
                 tls,
                 peer,
                 bound,
@@ -360,6 +318,7 @@ async fn accept_loop(
 struct Conn {
     listener: Arc<str>,
     spec: Arc<Listener>,
+    served: Served,
     tls: Option<Arc<TlsTerminator>>,
     peer: SocketAddr,
     bound: Option<SocketAddr>,
@@ -377,6 +336,7 @@ async fn serve(
     let Conn {
         listener,
         spec,
+        served,
         tls,
         peer,
         bound,
@@ -435,12 +395,9 @@ async fn serve(
         source,
         local,
     };
-    match accepted.spec.protocol {
-        Protocol::Http => http::serve_connection(ctx, accepted, io).await,
-        Protocol::Tls => tls::serve_connection(ctx, accepted, io).await,
-        Protocol::Tcp => tcp::serve_connection(ctx, accepted, io).await,
-        Protocol::Connect => connect::serve_connection(ctx, accepted, io).await,
-        // Served by `dns::spawn`, which accepts its own connections.
-        Protocol::Dns => {}
+    match served {
+        Served::Http => http_conn::serve_connection(ctx, accepted, io).await,
+        Served::Tls => tls::serve_connection(ctx, accepted, io).await,
+        Served::Tcp => tcp::serve_connection(ctx, accepted, io).await,
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use super::Context;
+use super::context::Context;
 use crate::audit::{Recorder, ResponseFlags};
 use crate::wire::proxy::{parse, ProxyError, ProxyHeader, V1_MAX_LEN};
 
@@ -129,15 +129,15 @@ mod tests {
     use super::*;
 
     /// A connected pair: the client's end and the gateway's.
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a test client dialling the test's own listener"
+    )]
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = [listener.local_addr().unwrap()];
-        let metrics = crate::metrics::Metrics::new(prometheus::Registry::new()).unwrap();
-        let (client, accepted) = tokio::join!(
-            crate::upstream::connect_tcp(&addrs, Duration::from_secs(5), &metrics.upstream),
-            listener.accept()
-        );
-        (client.unwrap().0, accepted.unwrap().0)
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
     }
 
     async fn dribble(mut client: TcpStream, bytes: Vec<u8>) -> TcpStream {

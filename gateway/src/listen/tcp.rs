@@ -6,8 +6,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::context::{Accepted, Context};
+use super::downstream::Downstream;
 use super::tunnel::Tunnel;
-use super::{Accepted, Context, Downstream};
 use crate::audit::ResponseFlags;
 use crate::egress::Destination;
 use crate::policy::RouteBy;
@@ -41,8 +42,8 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, io: 
         tunnel.refuse(ResponseFlags::NO_ROUTE_FOUND, missing);
         return;
     };
-    match tunnel.connect(Destination { host, port }).await {
-        Ok(upstream) => tunnel.relay(io, upstream, &[]).await,
+    match tunnel.connect(Destination { host, port }, false).await {
+        Ok(upstream) => tunnel.relay(io.into(), upstream, &[]).await,
         Err(e) => tunnel.fail(&e),
     }
 }

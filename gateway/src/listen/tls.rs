@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
+use super::context::{Accepted, Context};
+use super::downstream::Downstream;
 use super::tunnel::Tunnel;
-use super::{Accepted, Context, Downstream};
 use crate::audit::ResponseFlags;
 use crate::egress::Destination;
 use crate::wire::host::{parse_host, Host};
@@ -86,8 +87,8 @@ pub(crate) async fn serve_connection(ctx: Arc<Context>, accepted: Accepted, mut 
             return;
         }
     };
-    match tunnel.connect(Destination { host, port }).await {
-        Ok(upstream) => tunnel.relay(io, upstream, &buf).await,
+    match tunnel.connect(Destination { host, port }, false).await {
+        Ok(upstream) => tunnel.relay(io.into(), upstream, &buf).await,
         Err(e) => tunnel.fail(&e),
     }
 }

@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::Context;
+use super::context::Context;
 use crate::audit::{Recorder, ResponseFlags};
 use crate::policy::ListenerTls;
 use crate::source::Source;

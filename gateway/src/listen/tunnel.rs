@@ -2,20 +2,27 @@
 //! connection, decide its destination, connect upstream, relay, and write its audit
 //! lines — interim ones while it lasts, and one when it ends, whatever ends it.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Accepted, Context, Downstream};
+use super::context::{Accepted, Context};
+use super::downstream::Downstream;
 use crate::audit::{AuditRecord, Recorder, ResponseFlags};
 use crate::connections::{Entry, Kind, Registration};
 use crate::egress::limits::Admitted;
-use crate::egress::{Destination, Judged};
+use crate::egress::{Destination, Leg, Outbound};
 use crate::error::EgressError;
-use crate::policy::{Route, Verdict};
 use crate::relay::{self, Ending, Settings};
+use crate::upstream::connect_tcp;
 
 /// RESPONSE_CODE_DETAILS of an interim line: the tunnel is still open, and its bytes
 /// and duration are the totals so far.
@@ -32,44 +39,63 @@ pub(crate) struct Tunnel {
     recorder: Recorder,
     /// Counted by its rule's `max_concurrent` while the tunnel lasts.
     admitted: Option<Admitted>,
+    /// Counted in `egress_tunnels_opened_total` already.
+    counted: bool,
 }
 
-/// An upstream connection made for a tunnel, and the route it was made under.
+/// An upstream connection made for a tunnel.
 #[derive(Debug)]
 pub(crate) struct Connected {
     /// The socket.
     pub stream: TcpStream,
-    /// The route of the rule that allowed it.
-    pub route: Route,
+    /// The rule's idle timeout.
+    pub idle_timeout: Duration,
 }
 
 impl Tunnel {
     /// Registers the connection and starts its audit record.
     pub fn open(ctx: Arc<Context>, accepted: Accepted) -> Self {
-        let registration = ctx.connections.register(
-            Arc::clone(&accepted.listener),
-            accepted.source.clone(),
-            accepted.local,
-            Kind::Tunnel,
-        );
         let mut recorder =
             Recorder::start(Arc::clone(&ctx.recording), Arc::clone(&accepted.listener));
         let record = recorder.record();
         record.downstream_local_address = Some(accepted.local);
         record.downstream_remote_address = Some(accepted.source.addr);
         record.downstream_peer_uri_san = accepted.source.identity.clone();
+        Self::adopt(ctx, accepted, recorder)
+    }
+
+    /// Registers a tunnel whose record is already started: a CONNECT request's.
+    pub fn adopt(ctx: Arc<Context>, accepted: Accepted, recorder: Recorder) -> Self {
+        let registration = ctx.connections.register(
+            Arc::clone(&accepted.listener),
+            accepted.source.clone(),
+            accepted.local,
+            Kind::Tunnel,
+        );
         Self {
             ctx,
             accepted,
             registration,
             recorder,
             admitted: None,
+            counted: false,
         }
+    }
+
+    /// Gives up the tunnel before it opened: its record, for a CONNECT refusal that is
+    /// answered over HTTP and written with the reply.
+    pub fn into_recorder(self) -> Recorder {
+        self.recorder
     }
 
     /// The audit record, to fill in (e.g. REQUESTED_SERVER_NAME).
     pub fn record(&mut self) -> &mut AuditRecord {
         self.recorder.record()
+    }
+
+    /// The listener's name.
+    pub fn listener(&self) -> &str {
+        &self.accepted.listener
     }
 
     /// The registry entry: byte counters and revocation.
@@ -94,67 +120,63 @@ impl Tunnel {
         self.finish();
     }
 
-    /// Decides `destination`, resolves, guards and connects.
+    /// Runs the egress sequence for `destination` and connects; with
+    /// `literal_needs_rule`, an IP literal needs a rule that lists it.
     ///
     /// Fails with the denial or the egress error; nothing is written until the caller
     /// passes it to [`Tunnel::fail`] (a CONNECT listener answers the client first).
-    pub async fn connect(&mut self, destination: Destination) -> Result<Connected, EgressError> {
-        let judged = self.decide(&destination);
-        let record = self.recorder.record();
-        record.route_name = judged.route_name();
-        record.upstream_cluster = Some(destination.cluster_name());
-        self.recorder.set_decision(judged.label());
-        let route = judged.route(&destination)?;
-        if judged.decision.verdict == Verdict::WouldDeny {
-            let rule = judged.rule_name().unwrap_or("none");
-            self.recorder.record().response_code_details =
-                Some(format!("audit_would_deny[{rule}]").into());
-        }
+    pub async fn connect(
+        &mut self,
+        destination: Destination,
+        literal_needs_rule: bool,
+    ) -> Result<Connected, EgressError> {
+        let outbound = Outbound {
+            destination: &destination,
+            listener: &self.accepted.listener,
+            source: &self.accepted.source,
+            leg: Leg::Tunnel {
+                entry: self.registration.entry(),
+                literal_needs_rule,
+            },
+        };
         let egress = &self.ctx.egress;
-        self.admitted = Some(egress.admit(&judged, &route, &self.accepted.source)?);
-        let addrs = self.ctx.egress.addresses(&route, &destination).await?;
-        let connects = &self.ctx.egress.metrics.upstream;
-        let (stream, endpoints) =
-            crate::upstream::connect_tcp(&addrs, route.connect_timeout, connects).await?;
+        let opened = egress.open(outbound, &mut self.recorder).await?;
+        let route = opened.route();
+        let (stream, endpoints) = connect_tcp(
+            &opened.addrs,
+            route.connect_timeout,
+            &egress.metrics.upstream,
+        )
+        .await?;
+        let idle_timeout = route.idle_timeout;
+        drop(route);
         let record = self.recorder.record();
         record.upstream_host = Some(endpoints.peer);
         record.upstream_local_address = Some(endpoints.local);
+        self.admitted = Some(opened.admitted);
         Ok(Connected {
             stream,
-            route: route.into_owned(),
+            idle_timeout,
         })
     }
 
-    /// Decides on the policy in force and registers the destination for re-decision.
-    /// A policy swapped in between the two would miss this tunnel, so the decision is
-    /// taken again until the snapshot it was made on is still the one in force.
-    fn decide(&self, destination: &Destination) -> Judged {
-        let accepted = &self.accepted;
-        loop {
-            let judged = self
-                .ctx
-                .egress
-                .decide(destination, &accepted.listener, &accepted.source);
-            if judged.decision.verdict != Verdict::Deny {
-                let rule = judged.rule_name().map(str::to_owned);
-                self.entry().set_target(destination.clone(), rule);
-            }
-            if Arc::ptr_eq(&judged.policy, &self.ctx.egress.store.current()) {
-                return judged;
-            }
+    /// Counts the tunnel as opened (once): it relays from now on.
+    pub fn opened(&mut self) {
+        if !std::mem::replace(&mut self.counted, true) {
+            self.recorder.tunnel_opened();
         }
     }
 
     /// Writes `first` (bytes already read from the client, e.g. its ClientHello) to the
     /// upstream, then relays until the tunnel ends, and writes the final line.
-    pub async fn relay(mut self, downstream: Downstream, mut upstream: Connected, first: &[u8]) {
-        self.recorder.tunnel_opened();
+    pub async fn relay(mut self, client: Client, mut upstream: Connected, first: &[u8]) {
+        self.opened();
         if let Err(e) = upstream.stream.write_all(first).await {
             self.end(Ending::Upstream(e));
             return;
         }
         let settings = Settings {
-            idle_timeout: upstream.route.idle_timeout,
+            idle_timeout: upstream.idle_timeout,
             report_every: self.ctx.audit_flush_interval,
         };
         let Self {
@@ -165,7 +187,7 @@ impl Tunnel {
         } = &mut self;
         let entry = registration.entry();
         let auditor = &ctx.recording.auditor;
-        let ending = carry(downstream, upstream.stream, entry, settings, || {
+        let ending = carry(client, upstream.stream, entry, settings, || {
             auditor.record(&interim_record(recorder, entry));
         })
         .await;
@@ -211,25 +233,77 @@ impl Tunnel {
 }
 
 /// Relays a tunnel: spliced in the kernel when the client's side is a plain socket,
-/// copied through the gateway when the listener terminated its TLS.
-pub(super) async fn carry(
-    downstream: Downstream,
+/// copied through the gateway when the listener terminated its TLS or hyper keeps it.
+async fn carry(
+    client: Client,
     upstream: TcpStream,
     entry: &Entry,
     settings: Settings,
     report: impl FnMut(),
 ) -> Ending {
-    match downstream {
-        Downstream::Plain(socket) => {
+    match client {
+        Client::Socket(Downstream::Plain(socket)) => {
             relay::relay_sockets(socket, upstream, entry, settings, report).await
         }
         terminated => relay::relay(terminated, upstream, entry, settings, report).await,
     }
 }
 
+/// The client's side of a tunnel: its connection, or hyper's stream of a CONNECT whose
+/// connection could not be unwrapped.
+pub(crate) enum Client {
+    /// The connection (plain, or TLS the listener terminated).
+    Socket(Downstream),
+    /// What hyper hands back after a CONNECT.
+    Upgraded(TokioIo<Upgraded>),
+}
+
+impl From<Downstream> for Client {
+    fn from(io: Downstream) -> Self {
+        Client::Socket(io)
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Client::Socket($s) => $e,
+            Client::Upgraded($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Client {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Client {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
 /// The interim line of a tunnel still open: its record so far, marked `tunnel_interim`,
 /// with the bytes and duration up to now.
-pub(super) fn interim_record(recorder: &mut Recorder, entry: &Entry) -> AuditRecord {
+fn interim_record(recorder: &mut Recorder, entry: &Entry) -> AuditRecord {
     let mut line = recorder.record().clone();
     line.duration = Some(recorder.elapsed());
     line.bytes_received = entry.bytes_received.load(Ordering::Relaxed);

@@ -13,6 +13,7 @@ use hyper::client::conn::{http1, http2};
 use super::conn::{as_http1, as_http2, handshake, upstream_error, Conn};
 use super::origination::ClientConfigs;
 use super::{connect_tcp, Endpoints, Origination, Transport, UpstreamBody};
+use crate::egress::Guarded;
 use crate::error::EgressError;
 use crate::metrics::ConnectMetrics;
 
@@ -188,12 +189,12 @@ impl Pool {
     /// answering.
     pub async fn send(
         self: &Arc<Self>,
-        addrs: &[SocketAddr],
+        addrs: &Guarded,
         connect_timeout: Duration,
         transport: &Transport,
         mut request: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, Lease), EgressError> {
-        while let Some((key, (conn, endpoints))) = addrs.iter().find_map(|a| {
+        while let Some((key, (conn, endpoints))) = addrs.as_slice().iter().find_map(|a| {
             let key = Key::new(*a, transport);
             self.take(&key).map(|taken| (key, taken))
         }) {
@@ -282,7 +283,7 @@ impl Pool {
     /// A new connection: TCP, TLS when the transport asks, then HTTP/1.1 or HTTP/2.
     async fn open(
         &self,
-        addrs: &[SocketAddr],
+        addrs: &Guarded,
         connect_timeout: Duration,
         transport: &Transport,
     ) -> Result<(Conn, Endpoints), EgressError> {
